@@ -1,0 +1,35 @@
+"""footprints: building footprints from satellite imagery with Luigi, PostGIS and Keras."""
+from setuptools import find_packages, setup
+
+setup(
+    name="footprints",
+    version="0.1.0",
+    description="Luigi + PostGIS + Keras pipeline for building footprints in satellite imagery",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "tasks", "tasks.*", "models", "models.*"]),
+    include_package_data=True,
+    install_requires=[
+        "luigi>=3.5",
+        "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
+        "keras>=3.3",
+        # GDAL's Python bindings (osgeo) are built by scripts/setup.sh against the system libgdal
+        "gdal",
+        "rasterio>=1.3",
+        "shapely>=2.0",
+        "psycopg2-binary>=2.9",
+        "geopandas>=0.14",
+        "pyogrio>=0.7",
+        "pandas>=2.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "matplotlib>=3.7",
+        "pillow>=10",
+        "tensorboard>=2.16",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6.80", "pyyaml>=6", "pytest-timeout>=2.1"],
+    },
+    entry_points={"console_scripts": ["footprints=tasks.cli:main"]},
+)

@@ -1,0 +1,92 @@
+-- footprints schema. Idempotent: run by tasks.db.ensure_schema() under an advisory lock.
+-- Geometry columns in the source/image CRS ("geom", "footprint_native") carry their SRID per row
+-- (a CHECK ties it to the row's srid column) because one table holds many CRSs; the EPSG:4326
+-- copies have a typmod SRID and carry the GiST index used for lookups across CRSs.
+
+CREATE TABLE IF NOT EXISTS table_updates (
+    update_id    text PRIMARY KEY,
+    target_table text,
+    inserted     timestamp NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS images (
+    image      text PRIMARY KEY,
+    path       text NOT NULL,
+    srid       integer NOT NULL,
+    width      integer NOT NULL,
+    height     integer NOT NULL,
+    bands      integer NOT NULL,
+    dtype      text NOT NULL,
+    nodata     double precision,
+    transform  double precision[] NOT NULL,           -- affine a, b, c, d, e, f
+    footprint  geometry(Polygon, 4326) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_footprint_gix ON images USING gist (footprint);
+
+CREATE TABLE IF NOT EXISTS tiles (
+    image          text NOT NULL,
+    tiling         text NOT NULL,                     -- e.g. ts512_ov64
+    tile_id        text NOT NULL,
+    col_off        integer NOT NULL,
+    row_off        integer NOT NULL,
+    width          integer NOT NULL,
+    height         integer NOT NULL,
+    core_col_off   integer NOT NULL,                  -- the tile's core: cores partition the image
+    core_row_off   integer NOT NULL,
+    core_width     integer NOT NULL,
+    core_height    integer NOT NULL,
+    srid           integer NOT NULL,
+    transform      double precision[] NOT NULL,
+    path           text NOT NULL,
+    footprint_native geometry(Polygon) NOT NULL CHECK (ST_SRID(footprint_native) = srid),
+    footprint      geometry(Polygon, 4326) NOT NULL,  -- densified, for lookups across CRSs
+    PRIMARY KEY (image, tiling, tile_id)
+);
+CREATE INDEX IF NOT EXISTS tiles_footprint_gix ON tiles USING gist (footprint);
+CREATE INDEX IF NOT EXISTS tiles_footprint_native_gix ON tiles USING gist (footprint_native);
+
+CREATE TABLE IF NOT EXISTS labels (
+    id             bigserial PRIMARY KEY,
+    source         text NOT NULL,                     -- label file stem
+    feature_index  integer NOT NULL,
+    srid           integer NOT NULL,                  -- the file's own CRS, kept exactly
+    repaired       boolean NOT NULL DEFAULT false,
+    properties     jsonb,
+    geom           geometry(MultiPolygon) NOT NULL CHECK (ST_SRID(geom) = srid),
+    geom_4326      geometry(MultiPolygon, 4326) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_source_idx ON labels (source);
+CREATE INDEX IF NOT EXISTS labels_geom_4326_gix ON labels USING gist (geom_4326);
+CREATE INDEX IF NOT EXISTS labels_geom_gix ON labels USING gist (geom);
+
+CREATE TABLE IF NOT EXISTS predictions (
+    id         bigserial PRIMARY KEY,
+    run        text NOT NULL,                         -- model + tiling + polygonize parameters
+    image      text NOT NULL,
+    tile_id    text NOT NULL,
+    score      real NOT NULL,                         -- mean probability inside the polygon
+    area_m2    double precision NOT NULL,
+    srid       integer NOT NULL,
+    geom_pix   geometry(Polygon, 0) NOT NULL,         -- image pixel coordinates (col, row)
+    geom       geometry(Polygon) NOT NULL CHECK (ST_SRID(geom) = srid)
+);
+CREATE INDEX IF NOT EXISTS predictions_run_image_idx ON predictions (run, image);
+CREATE INDEX IF NOT EXISTS predictions_geom_pix_gix ON predictions USING gist (geom_pix);
+CREATE INDEX IF NOT EXISTS predictions_geom_gix ON predictions USING gist (geom);
+
+CREATE TABLE IF NOT EXISTS buildings (
+    id          bigserial PRIMARY KEY,
+    run         text NOT NULL,
+    image       text NOT NULL,
+    building_id integer NOT NULL,
+    score       real NOT NULL,
+    area_m2     double precision NOT NULL,
+    srid        integer NOT NULL,
+    geom_pix    geometry(Polygon, 0) NOT NULL,
+    geom        geometry(Polygon) NOT NULL CHECK (ST_SRID(geom) = srid),
+    geom_4326   geometry(Polygon, 4326) NOT NULL,
+    UNIQUE (run, image, building_id)
+);
+CREATE INDEX IF NOT EXISTS buildings_geom_gix ON buildings USING gist (geom);
+CREATE INDEX IF NOT EXISTS buildings_geom_pix_gix ON buildings USING gist (geom_pix);
+CREATE INDEX IF NOT EXISTS buildings_geom_4326_gix ON buildings USING gist (geom_4326);
