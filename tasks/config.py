@@ -23,7 +23,7 @@ class data(luigi.Config):
     """Input data. Empty ``images`` means the generated demo dataset.
 
     ``images``: a directory of GeoTIFFs (``*.tif``/``*.tiff``) or a glob.
-    ``labels``: a directory of GeoJSONs matched to the images by file stem
+    ``labels``: one GeoJSON file used for every image, or a directory of GeoJSONs matched to the images by file stem
     (``<stem>.geojson``, also SpaceNet's ``..._<stem>.geojson``), or a glob.
     ``label_crs``: CRS of label files that have no ``crs`` member and are not EPSG:4326
     (RFC 7946), e.g. ``EPSG:32616`` or a WKT/PROJ string. Empty: RFC 7946 / legacy ``crs``.
@@ -73,3 +73,18 @@ def params_key(prefix: str, params: dict) -> str:
 def tiling_key() -> str:
     t = tiling()
     return f"ts{t.tile_size}_ov{t.overlap}"
+
+
+class polygonize(luigi.Config):
+    """Probabilities -> building polygons (Polygonize) and their final clean-up (DeduplicateBorders)."""
+
+    threshold = luigi.FloatParameter(default=0.5, description="a pixel is a building where its probability > threshold")
+    min_area_m2 = luigi.FloatParameter(default=2.0, description="drop buildings smaller than this (m², image CRS)")
+    simplify_px = luigi.FloatParameter(default=1.0, description="Douglas-Peucker tolerance (pixels), topology preserving; 0: off")
+
+
+class dedup(luigi.Config):
+    """How DeduplicateBorders joins the pieces of a building cut by tile cores."""
+
+    min_shared_px = luigi.FloatParameter(default=1.0, description="pieces in neighbouring cores merge only if they share a core-line segment this long (pixels)")
+    merge_overlap = luigi.FloatParameter(default=0.5, description="where two tile windows overlap, pieces merge only if their tiles' polygons agree there: shared area >= this x the smaller one's area")

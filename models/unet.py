@@ -1,0 +1,173 @@
+"""U-Net builder in pure Keras 3 (no backend-specific calls: TensorFlow, JAX and torch all work).
+
+``build_unet(input_bands, n_classes)`` returns a fully convolutional ``keras.Model`` that takes
+*raw* pixel values (float32, any height/width that is a multiple of ``2**depth``) and returns
+per-pixel sigmoid probabilities in float32, even under a mixed-precision dtype policy.
+
+The first layer, :class:`Standardize`, holds the per-band normalisation computed from the
+training tiles (mean, std, nodata) and a free-form ``info`` dict (architecture, class names,
+training parameters), so a saved ``.keras`` file carries everything inference needs.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+CLASS_NAMES = {1: ("footprint",), 3: ("footprint", "boundary", "contact")}
+
+
+@keras.saving.register_keras_serializable(package="footprints")
+class Standardize(layers.Layer):
+    """``(x - mean) / std`` per band, computed in float32; pixels whose bands all equal
+    ``nodata`` become 0 (the mean). Carries ``info`` (JSON-serialisable metadata) in its config.
+
+    It always computes in float32: uint16 values do not survive a bfloat16 cast (8-bit mantissa),
+    so the cast to the compute dtype happens after standardisation, in the next layer.
+    """
+
+    def __init__(self, mean=None, std=None, nodata=None, info=None, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if mean is None or std is None:
+            raise ValueError("Standardize needs mean and std (one value per band)")
+        self.mean = [float(m) for m in np.ravel(mean)]
+        self.std = [float(s) if float(s) > 0 else 1.0 for s in np.ravel(std)]
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"Standardize: {len(self.mean)} means but {len(self.std)} stds")
+        self.nodata = None if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)) else float(nodata)
+        self.info = dict(info or {})
+
+    def build(self, input_shape):
+        bands = input_shape[-1]
+        if bands is not None and bands != len(self.mean):
+            raise ValueError(f"Standardize: input has {bands} bands, statistics have {len(self.mean)}")
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        mean = ops.convert_to_tensor(np.asarray(self.mean, "float32"))
+        inv = ops.convert_to_tensor(1.0 / np.asarray(self.std, "float32"))
+        y = (x - mean) * inv
+        if self.nodata is not None:
+            valid = ops.any(ops.not_equal(x, self.nodata), axis=-1, keepdims=True)
+            y = y * ops.cast(valid, "float32")
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(mean=self.mean, std=self.std, nodata=self.nodata, info=self.info)
+        return cfg
+
+
+def alignment(depth: int) -> int:
+    """Tile offsets and input sizes must be multiples of this for tiled == whole-image output."""
+    return 2 ** depth
+
+
+def receptive_margin(depth: int, convs_per_level: int = 2) -> int:
+    """Theoretical receptive radius in input pixels of :func:`build_unet` (3x3 convs, 2x2 pools).
+
+    A tile core at least this far from its tile edge is predicted exactly as in the whole image;
+    in practice the influence decays much sooner (see tests/tasks/test_predict.py).
+    """
+    r = 0
+    for level in range(depth):                      # encoder convs + the pooling window
+        r += convs_per_level * 2 ** level + 2 ** level
+    r += convs_per_level * 2 ** depth               # bottleneck
+    for level in range(depth):                      # transposed conv (no overlap) + decoder convs
+        r += convs_per_level * 2 ** level
+    return r
+
+
+def _conv_block(x, filters, name, seed, policy):
+    for i in range(2):
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=False,
+            kernel_initializer=keras.initializers.HeNormal(seed=seed + i),
+            name=f"{name}_conv{i}", dtype=policy,
+        )(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}", dtype=policy)(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}", dtype=policy)(x)
+    return x
+
+
+def build_unet(
+    input_bands: int,
+    n_classes: int = 1,
+    depth: int = 4,
+    base_filters: int = 32,
+    seed: int = 0,
+    dtype_policy: str | None = None,
+    mean=None,
+    std=None,
+    nodata=None,
+    info: dict | None = None,
+    name: str = "unet",
+) -> keras.Model:
+    """A U-Net: ``depth`` poolings, ``base_filters * 2**level`` filters, sigmoid head.
+
+    - ``input_bands``: 1, 3, 8, ... raw bands (the model standardises them itself).
+    - ``n_classes``: 1 (footprint) or 3 (footprint, boundary, contact); independent sigmoids.
+    - ``seed``: every initializer is seeded from it, so two builds are identical.
+    - ``dtype_policy``: e.g. ``"mixed_bfloat16"``; ``None`` uses Keras' global policy.
+      The head is always float32.
+    - ``mean``/``std``/``nodata``: per-band normalisation (default 0/1: identity).
+    """
+    if input_bands < 1:
+        raise ValueError(f"input_bands must be >= 1, got {input_bands}")
+    if n_classes not in CLASS_NAMES:
+        raise ValueError(f"n_classes must be 1 or 3, got {n_classes}")
+    if depth < 1 or base_filters < 1:
+        raise ValueError(f"depth and base_filters must be >= 1, got {depth}, {base_filters}")
+    policy = dtype_policy or keras.config.dtype_policy().name
+    mean = np.zeros(input_bands) if mean is None else np.ravel(mean)
+    std = np.ones(input_bands) if std is None else np.ravel(std)
+    arch = dict(input_bands=int(input_bands), n_classes=int(n_classes), depth=int(depth),
+                base_filters=int(base_filters), seed=int(seed))
+    info = {**(info or {}), "arch": arch, "classes": list(CLASS_NAMES[n_classes])}
+
+    inputs = keras.Input(shape=(None, None, input_bands), dtype="float32", name="image")
+    x = Standardize(mean=mean, std=std, nodata=nodata, info=info, name="standardize")(inputs)
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, base_filters * 2 ** level, f"enc{level}", seed + 10 * level, policy)
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}", dtype=policy)(x)
+    x = _conv_block(x, base_filters * 2 ** depth, "bottleneck", seed + 10 * depth, policy)
+    for level in reversed(range(depth)):
+        filters = base_filters * 2 ** level
+        x = layers.Conv2DTranspose(
+            filters, 2, strides=2, padding="same",
+            kernel_initializer=keras.initializers.HeNormal(seed=seed + 100 + level),
+            name=f"up{level}", dtype=policy,
+        )(x)
+        x = layers.Concatenate(name=f"concat{level}", dtype=policy)([x, skips[level]])
+        x = _conv_block(x, filters, f"dec{level}", seed + 200 + 10 * level, policy)
+    x = layers.Conv2D(
+        n_classes, 1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999),
+        name="logits", dtype=policy,
+    )(x)
+    outputs = layers.Activation("sigmoid", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def model_info(model: keras.Model) -> dict:
+    """The metadata saved in the model: ``arch``, ``classes``, normalisation, anything added."""
+    std = model.get_layer("standardize")
+    return {**std.info, "mean": list(std.mean), "std": list(std.std), "nodata": std.nodata}
+
+
+def rebuild(model: keras.Model, dtype_policy: str | None = None) -> keras.Model:
+    """The same network and weights under another dtype policy (e.g. float32 for exact checks)."""
+    info = model_info(model)
+    arch = info["arch"]
+    extra = {k: v for k, v in info.items() if k not in ("arch", "classes", "mean", "std", "nodata")}
+    new = build_unet(**arch, dtype_policy=dtype_policy, mean=info["mean"], std=info["std"],
+                     nodata=info["nodata"], info=extra, name=model.name)
+    new.set_weights(model.get_weights())
+    return new

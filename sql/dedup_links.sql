@@ -1,0 +1,36 @@
+-- DeduplicateBorders, step 2: which pieces in neighbouring cores are the same building.
+-- Candidates: a piece that reaches the right (bottom) side of its core and a piece that reaches
+-- the left (top) side of the next core, with overlapping extents along that line. Cores form a
+-- grid, so this is a hash join on the neighbouring core, never a spatial self-join; a building
+-- is 4-connected, so links across core sides (not corners) join all of its pieces.
+-- Where the two tile windows overlap, both tiles saw the same pixels there: the pieces are one
+-- building when the tiles' whole polygons agree in that overlap (shared area > 0 and at least
+-- merge_overlap x the smaller polygon's area inside the overlap; identical polygons agree at
+-- once). Two buildings a pixel apart share no area, and buildings that the 3-class head split
+-- apart do not overlap either, even where their split line lies on the core line.
+-- Where the windows only touch (overlap 0) no tile saw across the line: the pieces are one
+-- building when they share a stretch of the core line at least min_shared_px long.
+DROP TABLE IF EXISTS dedup_links;
+CREATE TEMP TABLE dedup_links ON COMMIT DROP AS
+WITH e AS MATERIALIZED (
+    SELECT * FROM dedup_pieces WHERE edge
+), cand AS (
+    SELECT a.piece_id AS a, b.piece_id AS b, a.piece AS pa, b.piece AS pb, a.whole AS wa, b.whole AS wb,
+           greatest(a.x0, b.x0) AS x0, greatest(a.y0, b.y0) AS y0, least(a.x1, b.x1) AS x1, least(a.y1, b.y1) AS y1
+    FROM e a JOIN e b ON b.cx0 = a.cx1 AND b.cy0 = a.cy0          -- b's core is right of a's
+    WHERE a.px1 = a.cx1 AND b.px0 = b.cx0 AND a.py0 < b.py1 AND b.py0 < a.py1
+    UNION ALL
+    SELECT a.piece_id, b.piece_id, a.piece, b.piece, a.whole, b.whole,
+           greatest(a.x0, b.x0), greatest(a.y0, b.y0), least(a.x1, b.x1), least(a.y1, b.y1)
+    FROM e a JOIN e b ON b.cy0 = a.cy1 AND b.cx0 = a.cx0          -- b's core is below a's
+    WHERE a.py1 = a.cy1 AND b.py0 = b.cy0 AND a.px0 < b.px1 AND b.px0 < a.px1
+)
+SELECT a, b FROM cand
+WHERE CASE
+    WHEN x1 <= x0 OR y1 <= y0 THEN ST_Length(ST_Intersection(pa, pb)) >= %(min_shared_px)s
+    WHEN ST_OrderingEquals(ST_Normalize(wa), ST_Normalize(wb)) THEN true
+    ELSE (SELECT s.i > 0 AND s.i >= %(merge_overlap)s * least(ST_Area(ST_ClipByBox2D(wa, s.w)),
+                                                              ST_Area(ST_ClipByBox2D(wb, s.w)))
+          FROM (SELECT ST_Area(ST_Intersection(wa, wb)) AS i,
+                       ST_MakeBox2D(ST_Point(x0, y0), ST_Point(x1, y1)) AS w) s)
+END;

@@ -1,0 +1,1 @@
+DELETE FROM tiles WHERE image = %(image)s AND tiling = %(tiling)s;

@@ -1,0 +1,101 @@
+"""The ``footprints`` command (console script ``footprints=tasks.cli:main``).
+
+Subcommands register themselves in :data:`SUBCOMMANDS`: a function that adds its parser to the
+sub-parser set and sets ``func`` (``args -> exit code``). To add one::
+
+    def _add_mycmd(sub):
+        p = sub.add_parser("mycmd", help="...")
+        p.set_defaults(func=_run_mycmd)
+
+    SUBCOMMANDS.append(_add_mycmd)
+
+Exit codes: 0 success, 2 bad usage or unusable input (the message names the file), 1 anything
+unexpected.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+
+class InputError(Exception):
+    """An input that a subcommand cannot use: printed as ``footprints <cmd>: error: ...``, exit 2."""
+
+
+# --- evaluate -------------------------------------------------------------------------------
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="SpaceNet building metric (F1 at IoU > 0.5) of proposals against ground truth",
+        description=(
+            "SpaceNet building metric: greedy one-to-one matching per image in descending "
+            "confidence, a match needs IoU > --iou; TP/FP/FN per image, summed per AOI "
+            "(ImageId without its trailing _imgN) and in total. T and P are each a SpaceNet CSV "
+            "(ImageId,BuildingId,PolygonWKT_Pix[,...][,Confidence]), a GeoJSON FeatureCollection, "
+            "or a directory of GeoJSON files matched by file name. Prints the result as JSON."
+        ),
+    )
+    p.add_argument("--truth", required=True, metavar="T", help="ground truth: CSV, GeoJSON or directory")
+    p.add_argument("--proposals", required=True, metavar="P", help="proposals: CSV, GeoJSON or directory")
+    p.add_argument("--iou", type=float, default=0.5, help="a match needs IoU > this (default 0.5)")
+    p.add_argument("--min-area", type=float, default=None, metavar="A",
+                   help="ground truth kept if area >= A, proposals if area > A, in the files' units "
+                        "(default: 20 on SpaceNet CSV truth, 0 on GeoJSON)")
+    p.add_argument("--out", metavar="metrics.json", help="also write the JSON here (atomically)")
+    p.add_argument("--per-image-csv", metavar="CSV", help="also write one row per image here")
+    p.add_argument("--quiet", action="store_true", help="do not list row-level input problems on stderr")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from tasks import evaluate as ev  # imported here so `footprints --help` stays fast
+
+    problems: list = []
+    try:
+        result = ev.evaluate_files(args.truth, args.proposals, iou=args.iou, min_area=args.min_area,
+                                   problems=problems)
+    except ev.EvaluationInputError as e:
+        raise InputError(str(e)) from e
+    if problems and not args.quiet:
+        shown = problems[:50]
+        for pr in shown:
+            print(f"footprints evaluate: warning: {pr}", file=sys.stderr)
+        if len(problems) > len(shown):
+            print(f"footprints evaluate: warning: ... and {len(problems) - len(shown)} more "
+                  f"(all listed under \"problems\" in the JSON)", file=sys.stderr)
+    text = ev.result_json(result)
+    if args.out or args.per_image_csv:
+        ev.write_report(result, args.out, args.per_image_csv)
+    sys.stdout.write(text)
+    return 0
+
+
+SUBCOMMANDS: list[Callable] = [_add_evaluate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="footprints", description="building footprints from satellite imagery")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad usage
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"footprints {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"footprints {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""MakeMasks: burn each tile's labels into a mask GeoTIFF.
+
+One set-based query per image returns every label that touches any of the image's tiles,
+with the ids of those tiles (no per-tile round trips, no clipping in SQL); each tile's
+mask is then rasterized with the tile's own transform (pixel-centre rule).
+
+Mask kinds ([masks] kind):
+- ``footprint``: 1 band, 255 inside buildings.
+- ``3class``: 3 bands (footprint, boundary, contact), each 0/255. Boundary is the band of
+  ``boundary_width`` pixels just inside each building's outline; contact marks pixels
+  within ``contact_distance``/2 metres of two or more buildings, i.e. the gaps and shared
+  walls between buildings closer than ``contact_distance``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import luigi
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from rasterio import features
+from rasterio.enums import MergeAlg
+
+from tasks.config import masks, tiling_key, workdir
+
+log = logging.getLogger("luigi-interface")
+
+# ---------------------------------------------------------------- pure functions
+
+
+def pixel_size(transform: Affine) -> float:
+    return float(np.sqrt(abs(transform.a * transform.e - transform.b * transform.d)))
+
+
+def footprint_mask(geoms, shape, transform: Affine) -> np.ndarray:
+    """uint8 0/1 mask; a pixel is in when its centre is inside a polygon."""
+    geoms = [g for g in geoms if g is not None and not g.is_empty]
+    if not geoms:
+        return np.zeros(shape, np.uint8)
+    return features.rasterize(((g, 1) for g in geoms), out_shape=shape, transform=transform, fill=0, dtype="uint8")
+
+
+def boundary_mask(geoms, shape, transform: Affine, width_px: float, fp: np.ndarray | None = None) -> np.ndarray:
+    """Pixels of each building within ``width_px`` of its outline (inside it)."""
+    if fp is None:
+        fp = footprint_mask(geoms, shape, transform)
+    d = width_px * pixel_size(transform)
+    inner = [shapely.buffer(g, -d, join_style="mitre") for g in geoms]
+    core = footprint_mask(inner, shape, transform)
+    return (fp & (1 - core)).astype(np.uint8)
+
+
+def contact_mask(geoms, shape, transform: Affine, distance_m: float) -> np.ndarray:
+    """Pixels within ``distance_m / 2`` of at least two different buildings."""
+    geoms = [g for g in geoms if g is not None and not g.is_empty]
+    if len(geoms) < 2 or distance_m <= 0:
+        return np.zeros(shape, np.uint8)
+    grown = [shapely.buffer(g, distance_m / 2.0, join_style="mitre") for g in geoms]
+    count = features.rasterize(((g, 1) for g in grown), out_shape=shape, transform=transform, fill=0,
+                               dtype="uint8", merge_alg=MergeAlg.add)
+    return (count >= 2).astype(np.uint8)
+
+
+def make_mask(geoms, shape, transform: Affine, kind: str = "footprint", boundary_width: float = 1.0,
+              contact_distance: float = 2.0) -> np.ndarray:
+    """(bands, H, W) uint8 mask with values 0/255."""
+    fp = footprint_mask(geoms, shape, transform)
+    if kind == "footprint":
+        return fp[None] * np.uint8(255)
+    if kind != "3class":
+        raise ValueError(f"unknown mask kind {kind!r}")
+    bd = boundary_mask(geoms, shape, transform, boundary_width, fp)
+    ct = contact_mask(geoms, shape, transform, contact_distance)
+    return np.stack([fp, bd, ct]) * np.uint8(255)
+
+
+def labels_in_window(geoms, window_poly) -> int:
+    """Number of polygon pieces with area left after clipping to the window."""
+    n = 0
+    for g in geoms:
+        piece = shapely.intersection(g, window_poly)
+        if piece.is_empty:
+            continue
+        parts = piece.geoms if hasattr(piece, "geoms") else [piece]
+        n += sum(1 for p in parts if p.geom_type == "Polygon" and p.area > 0)
+    return n
+
+
+def group_by_tile(rows) -> dict[str, list]:
+    """[(wkb, [tile_id, ...]), ...] from the query -> {tile_id: [geometry, ...]}."""
+    out: dict[str, list] = {}
+    for wkb, tile_ids in rows:
+        g = shapely.from_wkb(bytes(wkb))
+        for t in tile_ids:
+            out.setdefault(t, []).append(g)
+    return out
+
+
+def mask_key() -> str:
+    m = masks()
+    if m.kind == "footprint":
+        return "footprint"
+    return f"3class_bw{m.boundary_width:g}_cd{m.contact_distance:g}"
+
+
+def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin: float) -> dict[str, list]:
+    """One set-based query for all tiles of an image -> {tile_id: [geometry in image CRS]}."""
+    from tasks.db import load_sql
+
+    with conn.cursor() as cur:
+        cur.execute(load_sql("tile_labels"), {"image": image, "tiling": tiling, "sources": sources, "margin": margin})
+        return group_by_tile(cur.fetchall())
+
+
+# ---------------------------------------------------------------- the task
+
+
+class MakeMasks(luigi.Task):
+    """Writes ``<workdir>/masks/<image>/<tiling>/<mask kind>/<tile_id>.tif`` + index.json."""
+
+    image = luigi.Parameter()
+
+    def requires(self):
+        from tasks.labels import LoadLabels
+        from tasks.sources import label_path
+        from tasks.tiling import TileImage
+
+        lp = label_path(self.image)
+        if lp is None:
+            raise FileNotFoundError(f"no label file for image {self.image!r}; set [data] labels")
+        return {"tiles": TileImage(image=self.image), "labels": LoadLabels(path=str(lp))}
+
+    def mask_dir(self) -> Path:
+        return workdir() / "masks" / self.image / tiling_key() / mask_key()
+
+    def output(self):
+        return luigi.LocalTarget(str(self.mask_dir() / "index.json"))
+
+    def run(self):
+        from tasks import db
+        from tasks.labels import source_name
+        from tasks.tiling import read_tile_index, window_polygon
+
+        m = masks()
+        index = read_tile_index(self.input()["tiles"].path)
+        tile_dir = Path(self.input()["tiles"].path).parent
+        transform = Affine(*index["transform"])
+        px = pixel_size(transform)
+        margin = max(m.contact_distance, 1.0 * px) + px
+        source = source_name(self.requires()["labels"].path)
+        with db.connection() as conn:
+            by_tile = query_tile_labels(conn, self.image, index["tiling"], [source], margin)
+        n_labels = len({id(g) for gs in by_tile.values() for g in gs})
+        if n_labels == 0:
+            log.warning("image %s: none of the labels in %s fall inside the raster; masks are empty",
+                        self.image, source)
+            self.set_status_message(f"WARNING: no labels of {source} inside {self.image}")
+        final = self.mask_dir()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            records = []
+            for i, t in enumerate(index["tiles"]):
+                tt = Affine(*t["transform"])
+                geoms = by_tile.get(t["tile_id"], [])
+                arr = make_mask(geoms, (t["height"], t["width"]), tt, m.kind, m.boundary_width, m.contact_distance)
+                with rasterio.open(tile_dir / t["path"]) as ref:
+                    crs = ref.crs
+                prof = {"driver": "GTiff", "width": t["width"], "height": t["height"], "count": arr.shape[0],
+                        "dtype": "uint8", "crs": crs, "transform": tt, "compress": "deflate", "nodata": None}
+                with rasterio.open(tmp / f"{t['tile_id']}.tif", "w", **prof) as dst:
+                    dst.write(arr)
+                win = window_polygon(tt, 0, 0, t["width"], t["height"])
+                records.append({"tile_id": t["tile_id"], "path": f"{t['tile_id']}.tif",
+                                "n_labels": labels_in_window(geoms, win),
+                                "building_px": int((arr[0] > 0).sum())})
+                if i % 20 == 0:
+                    self.set_progress_percentage(int(100 * i / len(index["tiles"])))
+            out = {"image": self.image, "tiling": index["tiling"], "kind": m.kind, "mask_key": mask_key(),
+                   "bands": ["footprint"] if m.kind == "footprint" else ["footprint", "boundary", "contact"],
+                   "labels_source": source, "labels_in_image": n_labels, "tiles": records}
+            with open(tmp / "index.json", "w") as f:
+                json.dump(out, f, indent=1)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.set_progress_percentage(100)

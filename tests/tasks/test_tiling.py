@@ -1,0 +1,209 @@
+import json
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rasterio.crs import CRS
+
+from tasks.errors import InputError
+from tasks.tiling import TileImage, axis_starts, open_raster, tile_grid
+
+
+# ---------------------------------------------------------------- grid properties
+
+grid_args = st.integers(1, 300).flatmap(
+    lambda ts: st.tuples(st.integers(1, 1200), st.integers(1, 1200), st.just(ts), st.integers(0, ts - 1)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(grid_args)
+def test_windows_cover_raster_exactly_and_cores_partition(args):
+    w, h, ts, ov = args
+    specs = tile_grid(w, h, ts, ov)
+    cover = np.zeros((h, w), np.int32)
+    core = np.zeros((h, w), np.int32)
+    for s in specs:
+        assert 0 <= s.col_off and s.col_off + s.width <= w  # never outside the raster
+        assert 0 <= s.row_off and s.row_off + s.height <= h
+        assert s.width == min(ts, w) and s.height == min(ts, h)
+        cover[s.row_off:s.row_off + s.height, s.col_off:s.col_off + s.width] += 1
+        core[s.core_row_off:s.core_row_off + s.core_height, s.core_col_off:s.core_col_off + s.core_width] += 1
+        # the core lies inside the window
+        assert s.col_off <= s.core_col_off and s.core_col_off + s.core_width <= s.col_off + s.width
+        assert s.row_off <= s.core_row_off and s.core_row_off + s.core_height <= s.row_off + s.height
+    assert cover.min() >= 1, "every pixel lies in at least one tile"
+    assert (core == 1).all(), "every pixel lies in exactly one tile's core"
+    # windows cover the raster exactly: union of windows == raster extent
+    assert min(s.col_off for s in specs) == 0 and max(s.col_off + s.width for s in specs) == w
+    assert min(s.row_off for s in specs) == 0 and max(s.row_off + s.height for s in specs) == h
+
+
+@settings(max_examples=60, deadline=None)
+@given(grid_args)
+def test_overlaps_are_as_configured(args):
+    n, _, ts, ov = args
+    starts = axis_starts(n, ts, ov)
+    if n <= ts:
+        assert starts == [0]
+        return
+    overlaps = [a + ts - b for a, b in zip(starts[:-1], starts[1:])]
+    assert all(o == ov for o in overlaps[:-1]), "regular tiles overlap exactly as configured"
+    assert ov <= overlaps[-1] < ts, "the shifted last tile overlaps at least as configured"
+    assert starts[-1] + ts == n
+
+
+def test_bad_grid_arguments():
+    with pytest.raises(ValueError, match="overlap"):
+        axis_starts(100, 10, 10)
+    with pytest.raises(ValueError, match="tile size"):
+        axis_starts(100, 0, 0)
+
+
+# ---------------------------------------------------------------- real SpaceNet chip
+
+
+def _run(task):
+    assert luigi.build([task], local_scheduler=True, log_level="WARNING"), f"{task} failed"
+
+
+def test_spacenet_tiles_equal_solaris(pg, workdir, luigi_config, fixtures_dir):
+    luigi_config("tiling", "tile_size", 90)
+    luigi_config("tiling", "overlap", 0)
+    src = fixtures_dir / "imagery" / "sample_geotiff.tif"
+    task = TileImage(image="sample_geotiff", path=str(src))
+    _run(task)
+    index = json.loads(Path(task.output().path).read_text())
+    assert len(index["tiles"]) == 100
+    expected_dir = fixtures_dir / "tiling" / "rastertile_test_expected"
+    for t in index["tiles"]:
+        with rasterio.open(Path(task.output().path).parent / t["path"]) as tile:
+            arr, b = tile.read(), tile.bounds
+            assert tile.crs.to_epsg() == 32616 and tile.nodata == 0 and tile.dtypes[0] == "uint16"
+        with rasterio.open(expected_dir / f"sample_geotiff_{int(b.left)}_{int(b.top)}.tif") as exp:
+            assert exp.bounds == b
+            np.testing.assert_array_equal(arr, exp.read())
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT srid), min(srid) FROM tiles WHERE image = 'sample_geotiff'")
+        assert cur.fetchone() == (100, 1, 32616)
+        cur.execute("SELECT ST_Area(footprint_native) FROM tiles LIMIT 1")
+        assert cur.fetchone()[0] == pytest.approx(45 * 45)
+    geo = json.loads((Path(task.output().path).parent / "index.geojson").read_text())
+    assert len(geo["features"]) == 100
+
+
+def test_custom_crs_preserved(pg, workdir, luigi_config, fixtures_dir):
+    luigi_config("tiling", "tile_size", 200)
+    luigi_config("tiling", "overlap", 20)
+    src = fixtures_dir / "imagery" / "sample_geotiff_custom_proj.tif"
+    task = TileImage(image="custom", path=str(src))
+    _run(task)
+    with rasterio.open(src) as s:
+        crs, nodata = s.crs, s.nodata
+    index = json.loads(Path(task.output().path).read_text())
+    assert len(index["tiles"]) == 9
+    for t in index["tiles"]:
+        with rasterio.open(Path(task.output().path).parent / t["path"]) as tile:
+            assert tile.crs == crs and tile.crs.to_epsg() is None
+            assert tile.nodata == nodata and tile.count == 3 and tile.dtypes[0] == "int16"
+    with pg.cursor() as cur:
+        cur.execute("SELECT DISTINCT t.srid, s.auth_name FROM tiles t JOIN spatial_ref_sys s USING (srid)")
+        rows = cur.fetchall()
+    assert len(rows) == 1 and rows[0][0] >= 900000 and rows[0][1] == "footprints"
+
+
+def _write(path, arr, crs="EPSG:32616", nodata=None, transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)):
+    prof = {"driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1], "count": arr.shape[0],
+            "dtype": arr.dtype.name, "transform": transform, "nodata": nodata}
+    if crs:
+        prof["crs"] = CRS.from_user_input(crs)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(arr)
+
+
+@pytest.mark.parametrize("bands,dtype", [(1, "uint8"), (3, "uint16"), (8, "uint16")])
+def test_bands_and_dtypes_roundtrip(pg, workdir, luigi_config, tmp_path, bands, dtype):
+    luigi_config("tiling", "tile_size", 64)
+    luigi_config("tiling", "overlap", 16)
+    rng = np.random.default_rng(bands)
+    arr = rng.integers(0, 60000 if dtype == "uint16" else 255, (bands, 150, 130)).astype(dtype)
+    src = tmp_path / "img.tif"
+    _write(src, arr, nodata=0)
+    task = TileImage(image=f"img{bands}", path=str(src))
+    _run(task)
+    index = json.loads(Path(task.output().path).read_text())
+    rebuilt = np.zeros_like(arr)
+    for t in index["tiles"]:
+        with rasterio.open(Path(task.output().path).parent / t["path"]) as tile:
+            assert tile.count == bands and tile.dtypes[0] == dtype and tile.nodata == 0
+            data = tile.read()
+            assert tile.transform == Affine(*t["transform"])
+        rebuilt[:, t["row_off"]:t["row_off"] + t["height"], t["col_off"]:t["col_off"] + t["width"]] = data
+    np.testing.assert_array_equal(rebuilt, arr)
+
+
+def test_rerun_is_a_noop_and_changed_parameters_get_new_output(pg, workdir, luigi_config, tmp_path):
+    src = tmp_path / "img.tif"
+    _write(src, np.ones((1, 100, 100), np.uint8))
+    luigi_config("tiling", "tile_size", 64)
+    luigi_config("tiling", "overlap", 0)
+    task = TileImage(image="img", path=str(src))
+    _run(task)
+    first_dir = Path(task.output().path).parent
+    first = {p: p.stat().st_mtime_ns for p in first_dir.iterdir()}
+    _run(TileImage(image="img", path=str(src)))
+    assert {p: p.stat().st_mtime_ns for p in Path(task.output().path).parent.iterdir()} == first
+    luigi_config("tiling", "overlap", 8)
+    task2 = TileImage(image="img", path=str(src))
+    assert not task2.complete()
+    _run(task2)
+    assert Path(task2.output().path).parent != first_dir
+    assert {p: p.stat().st_mtime_ns for p in first_dir.iterdir()} == first, "old output kept as it was"
+    with pg.cursor() as cur:
+        cur.execute("SELECT tiling, count(*) FROM tiles GROUP BY tiling ORDER BY tiling")
+        assert cur.fetchall() == [("ts64_ov0", 4), ("ts64_ov8", 4)]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_zero_byte_and_corrupt_tiff(tmp_path):
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.tif: file is empty"):
+        open_raster(empty)
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + b"\x13" * 200)
+    with pytest.raises(InputError, match=r"corrupt\.tif: not a readable raster"):
+        open_raster(corrupt)
+
+
+def test_raster_without_crs(tmp_path):
+    p = tmp_path / "nocrs.tif"
+    _write(p, np.ones((1, 8, 8), np.uint8), crs=None)
+    with pytest.raises(InputError, match=r"nocrs\.tif: raster has no CRS"):
+        open_raster(p)
+
+
+def test_bad_input_writes_nothing_and_others_go_through(pg, workdir, luigi_config, tmp_path):
+    luigi_config("tiling", "tile_size", 32)
+    luigi_config("tiling", "overlap", 0)
+    good = tmp_path / "good.tif"
+    _write(good, np.ones((1, 64, 64), np.uint8))
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"")
+    nocrs = tmp_path / "nocrs.tif"
+    _write(nocrs, np.ones((1, 64, 64), np.uint8), crs=None)
+    tasks = [TileImage(image="bad", path=str(bad)), TileImage(image="nocrs", path=str(nocrs)),
+             TileImage(image="good", path=str(good))]
+    assert not luigi.build(tasks, local_scheduler=True, log_level="CRITICAL")
+    assert tasks[2].complete()
+    assert not (workdir / "tiles" / "bad").exists() or not any((workdir / "tiles" / "bad").rglob("*.tif"))
+    assert not (workdir / "tiles" / "nocrs").exists() or not any((workdir / "tiles" / "nocrs").rglob("*.tif"))
+    with pg.cursor() as cur:
+        cur.execute("SELECT DISTINCT image FROM tiles")
+        assert cur.fetchall() == [("good",)]
