@@ -59,7 +59,7 @@ def clean_geometries(geoms: np.ndarray, report: LabelReport) -> tuple[np.ndarray
             report.rejected.append({"feature": i, "reason": "empty or missing geometry"})
             continue
         if t not in (3, 6):  # Polygon, MultiPolygon
-            report.rejected.append({"feature": i, "reason": f"{shapely.get_type_id(g) and g.geom_type} is not a polygon"})
+            report.rejected.append({"feature": i, "reason": f"{g.geom_type} is not a polygon"})
             continue
         fixed = False
         if not ok:
