@@ -130,7 +130,7 @@ def scene_raster(size: int = 20000, n_buildings: int = 200_000, seed: int = 0) -
     terrain = _smooth_field(rng, size, 128, 3)
     detail = _smooth_field(rng, size, 16, 1)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    strip = 512
+    strip = 256
     profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=f"EPSG:{EPSG}",
                    transform=scene_transform(), tiled=True, blockxsize=256, blockysize=256,
                    compress="deflate", interleave="pixel", num_threads=2, bigtiff="if_safer")

@@ -84,15 +84,17 @@ def receptive_margin(depth: int, convs_per_level: int = 2) -> int:
     return r
 
 
-def _conv_block(x, filters, name, seed, policy):
+def _conv_block(x, filters, name, seed, policy, batchnorm):
     for i in range(2):
-        x = layers.Conv2D(
-            filters, 3, padding="same", use_bias=False,
-            kernel_initializer=keras.initializers.HeNormal(seed=seed + i),
-            name=f"{name}_conv{i}", dtype=policy,
-        )(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{i}", dtype=policy)(x)
-        x = layers.Activation("relu", name=f"{name}_relu{i}", dtype=policy)(x)
+        init = keras.initializers.HeNormal(seed=seed + i)
+        if batchnorm:
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=init,
+                              name=f"{name}_conv{i}", dtype=policy)(x)
+            x = layers.BatchNormalization(name=f"{name}_bn{i}", dtype=policy)(x)
+            x = layers.Activation("relu", name=f"{name}_relu{i}", dtype=policy)(x)
+        else:  # conv + bias + relu: one fused kernel on oneDNN/cuDNN/XLA
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init,
+                              name=f"{name}_conv{i}", dtype=policy)(x)
     return x
 
 
@@ -108,6 +110,7 @@ def build_unet(
     nodata=None,
     info: dict | None = None,
     name: str = "unet",
+    batchnorm: bool = True,
 ) -> keras.Model:
     """A U-Net: ``depth`` poolings, ``base_filters * 2**level`` filters, sigmoid head.
 
@@ -117,6 +120,8 @@ def build_unet(
     - ``dtype_policy``: e.g. ``"mixed_bfloat16"``; ``None`` uses Keras' global policy.
       The head is always float32.
     - ``mean``/``std``/``nodata``: per-band normalisation (default 0/1: identity).
+    - ``batchnorm``: conv-BN-ReLU blocks (training); ``False`` gives conv+bias+ReLU, the form
+      :func:`inference_model` folds a trained network into (about 3x faster on CPU).
     """
     if input_bands < 1:
         raise ValueError(f"input_bands must be >= 1, got {input_bands}")
@@ -128,17 +133,17 @@ def build_unet(
     mean = np.zeros(input_bands) if mean is None else np.ravel(mean)
     std = np.ones(input_bands) if std is None else np.ravel(std)
     arch = dict(input_bands=int(input_bands), n_classes=int(n_classes), depth=int(depth),
-                base_filters=int(base_filters), seed=int(seed))
+                base_filters=int(base_filters), seed=int(seed), batchnorm=bool(batchnorm))
     info = {**(info or {}), "arch": arch, "classes": list(CLASS_NAMES[n_classes])}
 
     inputs = keras.Input(shape=(None, None, input_bands), dtype="float32", name="image")
     x = Standardize(mean=mean, std=std, nodata=nodata, info=info, name="standardize")(inputs)
     skips = []
     for level in range(depth):
-        x = _conv_block(x, base_filters * 2 ** level, f"enc{level}", seed + 10 * level, policy)
+        x = _conv_block(x, base_filters * 2 ** level, f"enc{level}", seed + 10 * level, policy, batchnorm)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}", dtype=policy)(x)
-    x = _conv_block(x, base_filters * 2 ** depth, "bottleneck", seed + 10 * depth, policy)
+    x = _conv_block(x, base_filters * 2 ** depth, "bottleneck", seed + 10 * depth, policy, batchnorm)
     for level in reversed(range(depth)):
         filters = base_filters * 2 ** level
         x = layers.Conv2DTranspose(
@@ -147,7 +152,7 @@ def build_unet(
             name=f"up{level}", dtype=policy,
         )(x)
         x = layers.Concatenate(name=f"concat{level}", dtype=policy)([x, skips[level]])
-        x = _conv_block(x, filters, f"dec{level}", seed + 200 + 10 * level, policy)
+        x = _conv_block(x, filters, f"dec{level}", seed + 200 + 10 * level, policy, batchnorm)
     x = layers.Conv2D(
         n_classes, 1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999),
         name="logits", dtype=policy,
@@ -162,12 +167,41 @@ def model_info(model: keras.Model) -> dict:
     return {**std.info, "mean": list(std.mean), "std": list(std.std), "nodata": std.nodata}
 
 
-def rebuild(model: keras.Model, dtype_policy: str | None = None) -> keras.Model:
-    """The same network and weights under another dtype policy (e.g. float32 for exact checks)."""
+def _rebuild_args(model):
     info = model_info(model)
-    arch = info["arch"]
     extra = {k: v for k, v in info.items() if k not in ("arch", "classes", "mean", "std", "nodata")}
-    new = build_unet(**arch, dtype_policy=dtype_policy, mean=info["mean"], std=info["std"],
-                     nodata=info["nodata"], info=extra, name=model.name)
+    return info["arch"], dict(mean=info["mean"], std=info["std"], nodata=info["nodata"], info=extra,
+                              name=model.name)
+
+
+def rebuild(model: keras.Model, dtype_policy: str | None = None) -> keras.Model:
+    """The same network and weights under another dtype policy."""
+    arch, kw = _rebuild_args(model)
+    new = build_unet(**arch, dtype_policy=dtype_policy, **kw)
     new.set_weights(model.get_weights())
+    return new
+
+
+def inference_model(model: keras.Model, dtype_policy: str | None = None) -> keras.Model:
+    """The network with every BatchNormalization folded into the conv before it.
+
+    ``w' = w * gamma / sqrt(var + eps)``, ``b' = beta - mean * gamma / sqrt(var + eps)``, then a
+    fused conv+bias+ReLU. Outputs equal ``model(x, training=False)`` up to float rounding.
+    Models built with ``batchnorm=False`` are just rebuilt under ``dtype_policy``.
+    """
+    arch, kw = _rebuild_args(model)
+    if not arch.get("batchnorm", True):
+        return rebuild(model, dtype_policy)
+    new = build_unet(**{**arch, "batchnorm": False}, dtype_policy=dtype_policy, **kw)
+    for layer in new.layers:
+        src = model.get_layer(layer.name)
+        if layer.name.endswith(tuple(f"_conv{i}" for i in range(2))) and isinstance(layer, layers.Conv2D):
+            bn = model.get_layer(layer.name.replace("_conv", "_bn"))
+            kernel = np.asarray(keras.ops.convert_to_numpy(src.kernel), "float64")
+            gamma, beta, mean, var = (np.asarray(keras.ops.convert_to_numpy(v), "float64") for v in
+                                      (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+            scale = gamma / np.sqrt(var + bn.epsilon)
+            layer.set_weights([(kernel * scale).astype("float32"), (beta - mean * scale).astype("float32")])
+        elif layer.weights:
+            layer.set_weights(src.get_weights())
     return new

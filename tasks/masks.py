@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import luigi
@@ -29,6 +27,7 @@ from rasterio import features
 from rasterio.enums import MergeAlg
 
 from tasks.config import masks, tiling_key, workdir
+from tasks.fsutil import atomic_dir
 
 log = logging.getLogger("luigi-interface")
 
@@ -150,7 +149,6 @@ class MakeMasks(luigi.Task):
 
         m = masks()
         index = read_tile_index(self.input()["tiles"].path)
-        tile_dir = Path(self.input()["tiles"].path).parent
         transform = Affine(*index["transform"])
         px = pixel_size(transform)
         margin = max(m.contact_distance, 1.0 * px) + px
@@ -162,18 +160,13 @@ class MakeMasks(luigi.Task):
             log.warning("image %s: none of the labels in %s fall inside the raster; masks are empty",
                         self.image, source)
             self.set_status_message(f"WARNING: no labels of {source} inside {self.image}")
-        final = self.mask_dir()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        crs = rasterio.crs.CRS.from_wkt(index["crs_wkt"])
+        with atomic_dir(self.mask_dir()) as tmp:
             records = []
             for i, t in enumerate(index["tiles"]):
                 tt = Affine(*t["transform"])
                 geoms = by_tile.get(t["tile_id"], [])
                 arr = make_mask(geoms, (t["height"], t["width"]), tt, m.kind, m.boundary_width, m.contact_distance)
-                with rasterio.open(tile_dir / t["path"]) as ref:
-                    crs = ref.crs
                 prof = {"driver": "GTiff", "width": t["width"], "height": t["height"], "count": arr.shape[0],
                         "dtype": "uint8", "crs": crs, "transform": tt, "compress": "deflate", "nodata": None}
                 with rasterio.open(tmp / f"{t['tile_id']}.tif", "w", **prof) as dst:
@@ -189,10 +182,4 @@ class MakeMasks(luigi.Task):
                    "labels_source": source, "labels_in_image": n_labels, "tiles": records}
             with open(tmp / "index.json", "w") as f:
                 json.dump(out, f, indent=1)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.set_progress_percentage(100)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from rasterio.windows import Window
 
 from tasks.config import tiling, tiling_key, workdir
 from tasks.errors import InputError
+from tasks.fsutil import atomic_dir, atomic_write_json
 
 # ---------------------------------------------------------------- pure functions
 
@@ -261,13 +260,6 @@ def footprint_4326(poly, crs, densify_segments: int = 16):
 # ---------------------------------------------------------------- the task
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 class TileImage(luigi.Task):
     """Tiles one image into ``<workdir>/tiles/<image>/ts<size>_ov<overlap>/`` and records the
     tile index there (index.json, index.geojson) and in the PostGIS ``tiles`` table."""
@@ -316,10 +308,7 @@ class TileImage(luigi.Task):
             transform, crs = src.transform, src.crs
         specs = tile_grid(meta["width"], meta["height"], t.tile_size, t.overlap)
         final = self.tile_dir()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(final) as tmp:
             self.set_status_message(f"writing {len(specs)} tiles of {t.tile_size}px")
 
             def progress(done, total):
@@ -330,18 +319,12 @@ class TileImage(luigi.Task):
             index = {"image": self.image, "source": str(src_path), "tiling": tiling_key(), "tile_size": t.tile_size,
                      "overlap": t.overlap, "compress": t.compress, **meta, "tiles": records}
             _write_index_geojson(tmp / "index.geojson", records, crs)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.set_status_message("recording the tile index in PostGIS")
         with db.connection() as conn:
             db.ensure_schema(conn)
             record_tiles(conn, self.image, str(src_path), index, crs, final)
             self.db_marker().touch(conn)
-        _atomic_write_json(final / "index.json", index)
+        atomic_write_json(final / "index.json", index)
         self.set_progress_percentage(100)
 
 

@@ -1,0 +1,201 @@
+"""Benchmark LoadLabels against ogr2ogr, and MakeMasks' label query against a bare ST_Intersects join.
+
+Input (generated once, cached under bench/_out/): 200,000 building polygons (rotated rectangles
+and L-shapes, 5..14 m, with two properties) in EPSG:4326, RFC 7946 GeoJSON, over the area of
+bench/tiling.py's 20000x20000 px scene (EPSG:32616, 0.5 m: 10 x 10 km). See bench/_common.py.
+
+Everything runs in a throw-away database cloned from footprints_template (dropped at the end).
+
+1. Loading, rows/s:
+   * ours: ``tasks.labels.load_labels`` + the LoadLabels marker + commit, into the empty
+     ``labels`` table made by ``tasks.db.ensure_schema`` (with its GiST indexes on geom and
+     geom_4326 and its btree on source);
+   * peer: ``ogr2ogr -f PostgreSQL PG:... FILE -nln ogr_labels -lco SPATIAL_INDEX=GIST``
+     (COPY, GiST index built), wall-clock of the whole command.
+2. MakeMasks' label query: the 20000x20000 scene's tiles at [tiling] tile_size/overlap (512/64:
+   2,025 tiles) are recorded with ``tasks.tiling.record_tiles``, then
+   * ours: ``tasks.masks.query_tile_labels`` (margin as MakeMasks computes it) -- the query plus
+     parsing every label into shapely and grouping it by tile;
+   * peer: ``SELECT t.tile_id, ST_AsBinary(l.geom) FROM tiles t JOIN labels l ON
+     ST_Intersects(l.geom_4326, t.footprint) WHERE t.image = ...``, fetched into Python.
+   Both run alternately ``--repeat`` times after ANALYZE; the best time of each counts.
+
+    .venv/bin/python bench/labels.py
+    .venv/bin/python bench/labels.py --n 20000     # a quick look
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+SIZE = 20000
+IMAGE = "bench_scene"
+
+
+def label_file(n: int, seed: int = 0) -> Path:
+    """``n`` buildings of the scene as an RFC 7946 GeoJSON (EPSG:4326, no crs member)."""
+    import pyogrio
+    import shapely
+    from pyproj import Transformer
+
+    path = C.OUT / f"labels_{n}_s{seed}.geojson"
+    if path.exists():
+        return path
+    C.OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    polys, tone, kind = C.buildings(SIZE, n, seed)
+    utm = C.pixel_to_crs(polys, C.scene_transform())
+    tr = Transformer.from_crs(f"EPSG:{C.EPSG}", "EPSG:4326", always_xy=True)
+    ll = shapely.transform(utm, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    fields = {"building_id": np.arange(1, n + 1, dtype=np.int64),
+              "roof": np.array(["light", "red", "grey", "white", "brown", "tan", "dark", "orange"], dtype=object)[tone - 1],
+              "kind": np.where(kind == 1, "L", "rect").astype(object)}
+    pyogrio.raw.write(str(tmp), shapely.to_wkb(ll), list(fields.values()),
+                      fields=list(fields), crs="EPSG:4326", driver="GeoJSON", encoding="UTF-8",
+                      layer_options={"RFC7946": "YES", "WRITE_BBOX": "NO"}, geometry_type="Polygon")
+    os.replace(tmp, path)
+    C.log(f"generated {path.name}: {n:,} polygons, {path.stat().st_size / 2**20:.0f} MiB, "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def pg_dsn(dbname: str) -> str:
+    from tasks import db
+
+    p = {**db.conn_params(), "dbname": dbname}
+    return " ".join(f"{k}={v}" for k, v in p.items())
+
+
+def run_ours(dbname: str, path: Path):
+    from tasks import db
+    from tasks.labels import load_labels, source_name
+
+    conn = db.connect(dbname=dbname)
+    try:
+        db.ensure_schema(conn)
+        t0 = time.perf_counter()
+        report = load_labels(conn, path)
+        db.PostgresMarker(f"labels:{source_name(path)}:bench", "labels").touch(conn)
+        conn.commit()
+        dt = time.perf_counter() - t0
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM labels")
+            n = cur.fetchone()[0]
+    finally:
+        conn.close()
+    return dt, report, n
+
+
+def run_ogr(dbname: str, path: Path):
+    exe = shutil.which("ogr2ogr") or "/usr/bin/ogr2ogr"
+    cmd = [exe, "-f", "PostgreSQL", f"PG:{pg_dsn(dbname)}", str(path), "-nln", "ogr_labels",
+           "-lco", "SPATIAL_INDEX=GIST"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    dt = time.perf_counter() - t0
+    from tasks import db
+
+    conn = db.connect(dbname=dbname)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM ogr_labels")
+        n = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'ogr_labels' AND indexdef ILIKE '%%USING gist%%'")
+        gist = cur.fetchone()[0]
+    conn.close()
+    return dt, n, gist
+
+
+def record_scene_tiles(conn, tile_size: int, overlap: int) -> tuple[str, int]:
+    """The scene's tile rows in ``tiles`` via TileImage's own record_tiles; returns the tiling key."""
+    from rasterio.crs import CRS
+
+    from tasks.tiling import record_tiles, tile_grid, tile_records
+
+    transform = C.scene_transform()
+    specs = tile_grid(SIZE, SIZE, tile_size, overlap)
+    key = f"ts{tile_size}_ov{overlap}"
+    index = {"image": IMAGE, "tiling": key, "width": SIZE, "height": SIZE, "count": 3, "dtype": "uint8",
+             "nodata": None, "transform": list(transform)[:6], "tiles": tile_records(specs, transform)}
+    record_tiles(conn, IMAGE, str(C.OUT / "scene.tif"), index, CRS.from_epsg(C.EPSG), C.OUT / "tiles")
+    conn.commit()
+    return key, len(specs)
+
+
+def bare_join(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT t.tile_id, ST_AsBinary(l.geom) FROM tiles t JOIN labels l "
+                    "ON ST_Intersects(l.geom_4326, t.footprint) WHERE t.image = %(image)s", {"image": IMAGE})
+        rows = cur.fetchall()
+    conn.rollback()
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=200_000, help="polygons (default 200,000)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each label query (best counts)")
+    args = ap.parse_args(argv)
+
+    from tasks.config import masks, tiling
+    from tasks.labels import source_name
+    from tasks.masks import query_tile_labels
+
+    path = label_file(args.n)
+    with C.throwaway_db("labels") as dbname:
+        from tasks import db
+
+        # ---- loading
+        ogr_s, ogr_n, gist = run_ogr(dbname, path)
+        C.log(f"ogr2ogr: {ogr_n:,} rows in {ogr_s:.2f} s ({ogr_n / ogr_s:,.0f} rows/s), {gist} GiST index")
+        ours_s, report, ours_n = run_ours(dbname, path)
+        C.log(f"LoadLabels: {ours_n:,} rows in {ours_s:.2f} s ({ours_n / ours_s:,.0f} rows/s); "
+              f"{report.repaired} repaired, {len(report.rejected)} rejected; geom + geom_4326, 2 GiST + 1 btree index")
+        assert ours_n == ogr_n == args.n, (ours_n, ogr_n, args.n)
+        print(f"LoadLabels vs ogr2ogr rows/s: {(ours_n / ours_s) / (ogr_n / ogr_s):.2f}x (goal >= 1.5x)", flush=True)
+
+        # ---- MakeMasks' label query
+        t = tiling()
+        conn = db.connect(dbname=dbname)
+        key, n_tiles = record_scene_tiles(conn, t.tile_size, t.overlap)
+        with conn.cursor() as cur:
+            cur.execute("ANALYZE labels")
+            cur.execute("ANALYZE tiles")
+        conn.commit()
+        px = C.RES
+        margin = max(masks().contact_distance, 1.0 * px) + px  # as MakeMasks.run
+        src = source_name(path)
+        best_ours = best_bare = float("inf")
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            by_tile = query_tile_labels(conn, IMAGE, key, [src], margin)
+            conn.rollback()
+            best_ours = min(best_ours, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            rows = bare_join(conn)
+            best_bare = min(best_bare, time.perf_counter() - t0)
+        conn.close()
+        pairs_ours = sum(len(v) for v in by_tile.values())
+        labels_ours = len({id(g) for v in by_tile.values() for g in v})
+        # the bare join's (tile, label) pairs are a subset of ours (ours grows each tile by the margin)
+        assert len(rows) <= pairs_ours and labels_ours == args.n, (len(rows), pairs_ours, labels_ours)
+        C.log(f"MakeMasks label query ({n_tiles:,} tiles {key}, margin {margin:g} m): {labels_ours:,} labels "
+              f"parsed, {pairs_ours:,} (tile, label) pairs in {best_ours:.2f} s; bare join: {len(rows):,} rows "
+              f"in {best_bare:.2f} s (best of {args.repeat})")
+        print(f"MakeMasks label query vs bare ST_Intersects join: {best_bare / best_ours:.2f}x (goal >= 1.0x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
