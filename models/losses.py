@@ -165,4 +165,4 @@ def make_loss(spec: str, class_weights=None) -> keras.losses.Loss:
         terms.append((weight, LOSSES[m.group(2)](class_weights=class_weights)))
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][1]
-    return Combined(terms, name=str(spec).replace(" ", ""))
+    return Combined(terms, name=re.sub(r"[^A-Za-z0-9_]", "_", str(spec)))
