@@ -81,6 +81,7 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SQL
   su_psql -d "$1" -v role="$PGUSER" <<'SQL'
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS postgis;
 -- the pipeline registers custom (non-EPSG) CRSs here without superuser rights
 SELECT format('GRANT SELECT, INSERT, UPDATE ON spatial_ref_sys TO %I', :'role') \gexec
