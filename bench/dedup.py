@@ -1,14 +1,16 @@
 """Benchmark DeduplicateBorders: 1,000,000 predicted polygons over 40,000 tiles.
 
 Synthetic predictions go straight into a throw-away PostGIS database (COPY): a 200 x 200 grid
-of 256 px tiles overlapping by 32 px (the tiler's grid, cores included), buildings (rectangles
-and L-shapes, 6..40 px, never touching) on a jittered grid, and for every tile window each
-building that enters it, clipped to the window -- exactly what Polygonize stores, with the
-fragments and duplicates along every tile border. About 25 polygons per tile.
+of 256 px tiles overlapping by 32 px (the tiler's grid and cores, tasks.tiling.tile_grid),
+buildings (rectangles and L-shapes, 6..40 px, never touching) on a jittered grid, and for every
+tile each building that reaches into its core, clipped to the window the tile reads (its
+window grown by the 8 px halo) -- exactly what Polygonize stores, with the fragments and
+duplicates along every tile border. About 25 polygons per tile.
 
-Reported: DeduplicateBorders' time and rows/s, the time to read the same rows back into Python
-(``SELECT ... FROM predictions WHERE run = ...``, fetched), and their ratio
-(read time / dedup time; goal >= 0.2x). It also checks that every building comes out once.
+Reported: DeduplicateBorders' time (per step) and rows/s, the time to read the same rows back
+into Python (``SELECT ... FROM predictions WHERE run = ...``, fetched), and their ratio (read
+time / dedup time; goal >= 0.2x). It also checks that every building comes out exactly once
+and whole (count and total area).
 
     .venv/bin/python bench/dedup.py                # the issue's size (1M polygons, 40k tiles)
     .venv/bin/python bench/dedup.py --tiles 50     # 50 x 50 tiles, for a quick look
@@ -64,33 +66,48 @@ def make_buildings(size: int, cell: int, rng) -> np.ndarray:
     return boxes
 
 
-def predictions_for(buildings: np.ndarray, tiles: list[dict]):
-    """(tile index, clipped polygon) for every tile window each building enters."""
-    starts_x = np.unique([t["col_off"] for t in tiles])
-    starts_y = np.unique([t["row_off"] for t in tiles])
-    size = tiles[0]["width"]
-    nx = len(starts_x)
+def predictions_for(buildings: np.ndarray, tiles: list[dict], size: int, halo: int):
+    """What Polygonize stores: for every tile, each building that reaches into the tile's core,
+    clipped to the window the tile reads (its window grown by ``halo`` within the image).
+    Returns (tile index, polygon) arrays."""
+    xs = sorted({(t["col_off"], t["width"], t["core_col_off"], t["core_width"]) for t in tiles})
+    ys = sorted({(t["row_off"], t["height"], t["core_row_off"], t["core_height"]) for t in tiles})
+    nx = len(xs)
+
+    def axis(spec):
+        a = np.array(spec)
+        return (np.maximum(a[:, 0] - halo, 0), np.minimum(a[:, 0] + a[:, 1] + halo, size),  # read window
+                a[:, 2], a[:, 2] + a[:, 3])                                                 # core
+
+    rx0, rx1, cx0, cx1 = axis(xs)
+    ry0, ry1, cy0, cy1 = axis(ys)
     b = shapely.bounds(buildings)
-    i0 = np.searchsorted(starts_x + size, b[:, 0], side="right")
-    i1 = np.searchsorted(starts_x, b[:, 2], side="left") - 1
-    j0 = np.searchsorted(starts_y + size, b[:, 1], side="right")
-    j1 = np.searchsorted(starts_y, b[:, 3], side="left") - 1
+    # tiles whose core the building reaches into (cores partition each axis: a contiguous range)
+    i0 = np.searchsorted(cx1, b[:, 0], side="right")
+    i1 = np.searchsorted(cx0, b[:, 2], side="left") - 1
+    j0 = np.searchsorted(cy1, b[:, 1], side="right")
+    j1 = np.searchsorted(cy0, b[:, 3], side="left") - 1
     ci, cj = i1 - i0 + 1, j1 - j0 + 1
     count = ci * cj
     bid = np.repeat(np.arange(len(buildings)), count)
     k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
     ti = i0[bid] + k % ci[bid]
     tj = j0[bid] + k // ci[bid]
-    wx0, wy0 = starts_x[ti], starts_y[tj]
-    inside = (b[bid, 0] >= wx0) & (b[bid, 2] <= wx0 + size) & (b[bid, 1] >= wy0) & (b[bid, 3] <= wy0 + size)
+    wx0, wx1, wy0, wy1 = rx0[ti], rx1[ti], ry0[tj], ry1[tj]
+    bb = b[bid]
+    inside = (bb[:, 0] >= wx0) & (bb[:, 2] <= wx1) & (bb[:, 1] >= wy0) & (bb[:, 3] <= wy1)
     polys = buildings[bid].copy()
     cut = ~inside
-    polys[cut] = shapely.intersection(polys[cut], shapely.box(wx0[cut], wy0[cut], wx0[cut] + size, wy0[cut] + size))
+    polys[cut] = shapely.intersection(polys[cut], shapely.box(wx0[cut], wy0[cut], wx1[cut], wy1[cut]))
     tile_idx = tj * nx + ti
-    # a clipped L-shape may fall apart (or leave lines on the window edge): its polygons only
+    # a clipped L-shape may fall apart (or leave lines on the window edge): its polygons only,
+    # and of those only the ones that still reach into the core
     parts, src = shapely.get_parts(polys, return_index=True)
-    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) > 0)
-    return tile_idx[src[keep]], parts[keep]
+    pb = shapely.bounds(parts)
+    t = tile_idx[src]
+    reach = ((pb[:, 0] < cx1[t % nx]) & (pb[:, 2] > cx0[t % nx]) & (pb[:, 1] < cy1[t // nx]) & (pb[:, 3] > cy0[t // nx]))
+    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) > 0) & reach
+    return t[keep], parts[keep]
 
 
 def copy_predictions(conn, tiles, tile_idx, polys, rng) -> int:
@@ -121,8 +138,11 @@ def main(argv=None) -> int:
     ap.add_argument("--tiles", type=int, default=200, help="tiles per side (default 200: 40,000 tiles)")
     ap.add_argument("--tile-size", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=32)
-    ap.add_argument("--cell", type=int, default=55, help="building grid cell (px); sets polygons per tile")
+    ap.add_argument("--cell", type=int, default=49, help="building grid cell (px); sets polygons per tile")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--halo", type=int, default=8, help="[polygonize] halo_px (default 8, as luigi.cfg)")
+    ap.add_argument("--simplify-px", type=float, default=0.0, help="[polygonize] simplify_px for the buildings")
+    ap.add_argument("--min-area-m2", type=float, default=0.0, help="[polygonize] min_area_m2 for the buildings")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -131,8 +151,9 @@ def main(argv=None) -> int:
     tiles = [asdict(s) for s in tile_grid(size, size, args.tile_size, args.overlap)]
     t0 = time.perf_counter()
     buildings = make_buildings(size, args.cell, rng)
-    tile_idx, polys = predictions_for(buildings, tiles)
-    print(f"synthetic: {size}x{size} px image, {len(tiles):,} tiles of {args.tile_size} px (overlap {args.overlap}), "
+    tile_idx, polys = predictions_for(buildings, tiles, size, args.halo)
+    print(f"synthetic: {size}x{size} px image, {len(tiles):,} tiles of {args.tile_size} px (overlap {args.overlap}, "
+          f"halo {args.halo}), "
           f"{len(buildings):,} buildings -> {len(polys):,} predicted polygons "
           f"({len(polys) / len(tiles):.1f} per tile), generated in {time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -160,11 +181,15 @@ def main(argv=None) -> int:
         del rows
         print(f"read-back: {n:,} rows in {read_s:.2f} s ({n / read_s:,.0f} rows/s)", flush=True)
 
+        marks = []
         t0 = time.perf_counter()
-        nb = deduplicate(conn, RUN, IMAGE, tiles, TRANSFORM, SRID, min_area_m2=0.0, simplify_px=0.0,
-                         width=size, height=size)
+        nb = deduplicate(conn, RUN, IMAGE, tiles, TRANSFORM, SRID, min_area_m2=args.min_area_m2,
+                         simplify_px=args.simplify_px, halo_px=args.halo, width=size, height=size,
+                         progress=lambda what, frac: marks.append((what, time.perf_counter())))
         conn.commit()
         dedup_s = time.perf_counter() - t0
+        ends = [m[1] for m in marks[1:]] + [t0 + dedup_s]
+        print("  steps: " + ", ".join(f"{w} {e - s:.1f} s" for (w, s), e in zip(marks, ends)), flush=True)
         print(f"DeduplicateBorders: {n:,} predictions -> {nb:,} buildings in {dedup_s:.2f} s "
               f"({n / dedup_s:,.0f} rows/s)", flush=True)
         with conn.cursor() as cur:

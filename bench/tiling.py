@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -55,7 +56,9 @@ def child(args) -> int:
     t0 = time.perf_counter()
     n = write_tiles(args.src, args.out, specs, compress=args.compress, workers=args.workers)
     dt = time.perf_counter() - t0
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"tiles": n, "write_s": dt,
+                      "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
                       "self_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                       "children_maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
     return 0
@@ -92,9 +95,11 @@ def run_gdal(src: Path, out: Path, tile_size: int) -> dict:
     out.mkdir(parents=True)
     cmd = [sys.executable, script, "-q", "-ps", str(tile_size), str(tile_size), "-co", "COMPRESS=DEFLATE",
            "-targetDir", str(out), str(src)]
-    t0 = time.perf_counter()
+    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, cwd=C.REPO)
-    return {"wall_s": time.perf_counter() - t0, "tiles": len(list(out.glob("*.tif")))}
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "tiles": len(list(out.glob("*.tif")))}
 
 
 def dir_mb(d: Path) -> float:
@@ -149,13 +154,17 @@ def main(argv=None) -> int:
               f"ours: {compress} + predictor, {workers} workers")
         ours = run_ours(src, out_ours, args.tile_size, compress, workers)
         check_tiles(src, out_ours, args.tile_size)
-        C.log(f"ours: {ours['tiles']} tiles in {ours['wall_s']:.1f} s (write_tiles {ours['write_s']:.1f} s), "
+        C.log(f"ours: {ours['tiles']} tiles in {ours['wall_s']:.1f} s (write_tiles {ours['write_s']:.1f} s, "
+              f"CPU {ours['cpu_s']:.1f} s), "
               f"{dir_mb(out_ours):.0f} MiB, lossless (checked); peak RSS {ours['peak_mb']:.0f} MB over "
               f"{ours['processes']} processes {ours['per_process_mb']} (sampled sums: RSS {ours['rss_sum_mb']:.0f} MB, "
               f"PSS {ours['pss_sum_mb']:.0f} MB)")
         shutil.rmtree(out_ours, ignore_errors=True)
         gd = run_gdal(src, out_gdal, args.tile_size)
-        C.log(f"gdal_retile.py: {gd['tiles']} tiles in {gd['wall_s']:.1f} s, {dir_mb(out_gdal):.0f} MiB (DEFLATE)")
+        C.log(f"gdal_retile.py: {gd['tiles']} tiles in {gd['wall_s']:.1f} s (CPU {gd['cpu_s']:.1f} s), "
+              f"{dir_mb(out_gdal):.0f} MiB (DEFLATE)")
+        C.log(f"CPU seconds, gdal_retile.py / ours: {gd['cpu_s'] / ours['cpu_s']:.2f} (machine load "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         if not args.keep:
             shutil.rmtree(out_gdal, ignore_errors=True)
         print(f"tiling {args.size}x{args.size}x3 vs gdal_retile.py: {gd['wall_s'] / ours['wall_s']:.2f}x (goal >= 2.0x)")

@@ -10,6 +10,7 @@ training parameters), so a saved ``.keras`` file carries everything inference ne
 """
 from __future__ import annotations
 
+import json
 import math
 
 import keras
@@ -33,12 +34,19 @@ class Standardize(layers.Layer):
         super().__init__(**kwargs)
         if mean is None or std is None:
             raise ValueError("Standardize needs mean and std (one value per band)")
-        self.mean = [float(m) for m in np.ravel(mean)]
-        self.std = [float(s) if float(s) > 0 else 1.0 for s in np.ravel(std)]
+        self.mean = tuple(float(m) for m in np.ravel(mean))
+        self.std = tuple(float(s) if float(s) > 0 else 1.0 for s in np.ravel(std))
         if len(self.mean) != len(self.std):
             raise ValueError(f"Standardize: {len(self.mean)} means but {len(self.std)} stds")
         self.nodata = None if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)) else float(nodata)
-        self.info = dict(info or {})
+        self._info_json = json.dumps(info or {}, sort_keys=True, default=float)  # plain text: not tracked
+
+    @property
+    def info(self) -> dict:
+        return json.loads(self._info_json)
+
+    def update_info(self, **items) -> None:
+        self._info_json = json.dumps({**self.info, **items}, sort_keys=True, default=float)
 
     def build(self, input_shape):
         bands = input_shape[-1]
@@ -60,7 +68,7 @@ class Standardize(layers.Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(mean=self.mean, std=self.std, nodata=self.nodata, info=self.info)
+        cfg.update(mean=list(self.mean), std=list(self.std), nodata=self.nodata, info=self.info)
         return cfg
 
 
@@ -79,18 +87,18 @@ def receptive_margin(depth: int, convs_per_level: int = 2) -> int:
     for level in range(depth):                      # encoder convs + the pooling window
         r += convs_per_level * 2 ** level + 2 ** level
     r += convs_per_level * 2 ** depth               # bottleneck
-    for level in range(depth):                      # transposed conv (no overlap) + decoder convs
+    for level in range(depth):                      # 1x1 conv + nearest upsampling, decoder convs
         r += convs_per_level * 2 ** level
     return r
 
 
-def _conv_block(x, filters, name, seed, policy, batchnorm):
+def _conv_block(x, filters, name, seed, policy, batchnorm, bn_momentum=0.9):
     for i in range(2):
         init = keras.initializers.HeNormal(seed=seed + i)
         if batchnorm:
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=init,
                               name=f"{name}_conv{i}", dtype=policy)(x)
-            x = layers.BatchNormalization(name=f"{name}_bn{i}", dtype=policy)(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{i}", dtype=policy)(x)
             x = layers.Activation("relu", name=f"{name}_relu{i}", dtype=policy)(x)
         else:  # conv + bias + relu: one fused kernel on oneDNN/cuDNN/XLA
             x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init,
@@ -111,6 +119,7 @@ def build_unet(
     info: dict | None = None,
     name: str = "unet",
     batchnorm: bool = True,
+    bn_momentum: float = 0.9,
 ) -> keras.Model:
     """A U-Net: ``depth`` poolings, ``base_filters * 2**level`` filters, sigmoid head.
 
@@ -122,6 +131,8 @@ def build_unet(
     - ``mean``/``std``/``nodata``: per-band normalisation (default 0/1: identity).
     - ``batchnorm``: conv-BN-ReLU blocks (training); ``False`` gives conv+bias+ReLU, the form
       :func:`inference_model` folds a trained network into (about 3x faster on CPU).
+    - ``bn_momentum``: of the BatchNorm moving statistics; 0.9 (not Keras' 0.99) so that short
+      runs of a few hundred steps validate with settled statistics.
     """
     if input_bands < 1:
         raise ValueError(f"input_bands must be >= 1, got {input_bands}")
@@ -133,26 +144,29 @@ def build_unet(
     mean = np.zeros(input_bands) if mean is None else np.ravel(mean)
     std = np.ones(input_bands) if std is None else np.ravel(std)
     arch = dict(input_bands=int(input_bands), n_classes=int(n_classes), depth=int(depth),
-                base_filters=int(base_filters), seed=int(seed), batchnorm=bool(batchnorm))
+                base_filters=int(base_filters), seed=int(seed), batchnorm=bool(batchnorm),
+                bn_momentum=float(bn_momentum))
     info = {**(info or {}), "arch": arch, "classes": list(CLASS_NAMES[n_classes])}
 
     inputs = keras.Input(shape=(None, None, input_bands), dtype="float32", name="image")
     x = Standardize(mean=mean, std=std, nodata=nodata, info=info, name="standardize")(inputs)
     skips = []
     for level in range(depth):
-        x = _conv_block(x, base_filters * 2 ** level, f"enc{level}", seed + 10 * level, policy, batchnorm)
+        x = _conv_block(x, base_filters * 2 ** level, f"enc{level}", seed + 10 * level, policy, batchnorm, bn_momentum)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}", dtype=policy)(x)
-    x = _conv_block(x, base_filters * 2 ** depth, "bottleneck", seed + 10 * depth, policy, batchnorm)
+    x = _conv_block(x, base_filters * 2 ** depth, "bottleneck", seed + 10 * depth, policy, batchnorm, bn_momentum)
     for level in reversed(range(depth)):
         filters = base_filters * 2 ** level
-        x = layers.Conv2DTranspose(
-            filters, 2, strides=2, padding="same",
-            kernel_initializer=keras.initializers.HeNormal(seed=seed + 100 + level),
-            name=f"up{level}", dtype=policy,
+        # 1x1 conv at the coarse level, then nearest upsampling: a 2x2 transposed conv with
+        # one kernel for the 4 positions, ~1.3x faster than Conv2DTranspose on oneDNN.
+        x = layers.Conv2D(
+            filters, 1, kernel_initializer=keras.initializers.HeNormal(seed=seed + 100 + level),
+            name=f"up{level}_conv", dtype=policy,
         )(x)
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}", dtype=policy)(x)
         x = layers.Concatenate(name=f"concat{level}", dtype=policy)([x, skips[level]])
-        x = _conv_block(x, filters, f"dec{level}", seed + 200 + 10 * level, policy, batchnorm)
+        x = _conv_block(x, filters, f"dec{level}", seed + 200 + 10 * level, policy, batchnorm, bn_momentum)
     x = layers.Conv2D(
         n_classes, 1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999),
         name="logits", dtype=policy,

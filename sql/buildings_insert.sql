@@ -1,17 +1,21 @@
--- DeduplicateBorders, step 4: one row per building. Linked pieces are unioned (their edges on
--- the core lines coincide exactly), their collinear vertices dropped and their vertex order made
--- canonical; the other pieces pass through. Then, per whole building: the minimum area (m², on
--- the pixel-exact polygon), the topology-preserving simplification (pixels, from a canonical
--- vertex order), and the geo geometries through the image's affine transform. building_id
--- follows the geometry (top to bottom, left to right), so it depends neither on tile order nor
--- on row ids. score: the area-weighted mean of the pieces' scores.
+-- DeduplicateBorders, step 4: one row per building.
+--   * linked pieces: unioned (their edges on the core lines coincide exactly), collinear
+--     vertices dropped, canonical vertex order;
+--   * unlinked pieces pass through;
+--   * predictions strictly inside their core (the test of dedup_pieces.sql, negated) are whole
+--     buildings and come straight from `predictions`.
+-- Then, per whole building: the minimum area (m², on the pixel-exact polygon), the
+-- topology-preserving simplification (pixels, from a canonical vertex order), and the geo
+-- geometries through the image's affine transform. building_id follows the geometry (top to
+-- bottom, left to right), so it depends neither on tile order nor on row ids.
+-- score: the area-weighted mean of the pieces' scores.
 INSERT INTO buildings (run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326)
 WITH merged AS MATERIALIZED (
     SELECT ST_Union(p.piece) AS g, sum(p.score * ST_Area(p.piece)) / nullif(sum(ST_Area(p.piece)), 0) AS score
     FROM dedup_pieces p JOIN dedup_comp c ON c.piece_id = p.piece_id
     GROUP BY c.comp
 ), parts AS MATERIALIZED (
-    SELECT ST_Normalize(ST_SimplifyPreserveTopology(d.geom, 0)) AS g, m.score
+    SELECT ST_Normalize(ST_Simplify(d.geom, 0)) AS g, m.score
     FROM merged m, LATERAL ST_Dump(m.g) d
     WHERE ST_Dimension(d.geom) = 2 AND ST_Area(d.geom) * %(pixel_area)s >= %(min_area_m2)s
     UNION ALL
@@ -19,6 +23,14 @@ WITH merged AS MATERIALIZED (
     FROM dedup_pieces p
     WHERE NOT EXISTS (SELECT 1 FROM dedup_comp c WHERE c.piece_id = p.piece_id)
       AND ST_Area(p.piece) * %(pixel_area)s >= %(min_area_m2)s
+    UNION ALL
+    SELECT pr.geom_pix, pr.score
+    FROM predictions pr
+    JOIN dedup_tiles t ON t.tile_id = pr.tile_id
+    CROSS JOIN LATERAL (SELECT Box2D(pr.geom_pix) AS bb) x
+    WHERE pr.run = %(run)s AND pr.image = %(image)s
+      AND ST_XMin(bb) > t.cx0 AND ST_XMax(bb) < t.cx1 AND ST_YMin(bb) > t.cy0 AND ST_YMax(bb) < t.cy1
+      AND ST_Area(pr.geom_pix) * %(pixel_area)s >= %(min_area_m2)s
 ), simple AS MATERIALIZED (
     SELECT s.g, s.score, ST_Area(s.g) AS area, Box2D(s.g) AS bb
     FROM (SELECT CASE WHEN %(simplify_px)s > 0

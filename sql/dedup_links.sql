@@ -3,13 +3,14 @@
 -- the left (top) side of the next core, with overlapping extents along that line. Cores form a
 -- grid, so this is a hash join on the neighbouring core, never a spatial self-join; a building
 -- is 4-connected, so links across core sides (not corners) join all of its pieces.
--- Where the two tile windows overlap, both tiles saw the same pixels there: the pieces are one
--- building when the tiles' whole polygons agree in that overlap (shared area > 0 and at least
--- merge_overlap x the smaller polygon's area inside the overlap; identical polygons agree at
--- once). Two buildings a pixel apart share no area, and buildings that the 3-class head split
--- apart do not overlap either, even where their split line lies on the core line.
--- Where the windows only touch (overlap 0) no tile saw across the line: the pieces are one
--- building when they share a stretch of the core line at least min_shared_px long.
+-- Where the windows the two tiles read overlap (W: the tiling overlap plus the halo), both
+-- tiles saw the same pixels there: the pieces are one building when the tiles' whole polygons
+-- agree inside W -- identical there (the common case, cheap: clipped to W, collinear vertices
+-- dropped, canonical order), or else sharing area > 0 and >= merge_overlap x the smaller one's
+-- area inside W. Two buildings a pixel apart share no area, and buildings that the 3-class head
+-- split apart do not overlap either, even where their split line lies on the core line.
+-- Where the windows only touch (tiling overlap 0 and no halo) no tile saw across the line: the
+-- pieces are one building when they share a stretch of the core line at least min_shared_px long.
 DROP TABLE IF EXISTS dedup_links;
 CREATE TEMP TABLE dedup_links ON COMMIT DROP AS
 WITH e AS MATERIALIZED (
@@ -24,13 +25,21 @@ WITH e AS MATERIALIZED (
            greatest(a.x0, b.x0), greatest(a.y0, b.y0), least(a.x1, b.x1), least(a.y1, b.y1)
     FROM e a JOIN e b ON b.cy0 = a.cy1 AND b.cx0 = a.cx0          -- b's core is below a's
     WHERE a.py1 = a.cy1 AND b.py0 = b.cy0 AND a.px0 < b.px1 AND b.px0 < a.px1
+), w AS (
+    SELECT a, b, pa, pb, wa, wb, x1 > x0 AND y1 > y0 AS overlapping,
+           CASE WHEN x1 > x0 AND y1 > y0 THEN ST_MakeBox2D(ST_Point(x0, y0), ST_Point(x1, y1)) END AS w
+    FROM cand
+), clipped AS (
+    SELECT a, b, pa, pb, wa, wb, overlapping, w,
+           ST_Normalize(ST_Simplify(ST_ClipByBox2D(wa, w), 0)) AS ca,
+           ST_Normalize(ST_Simplify(ST_ClipByBox2D(wb, w), 0)) AS cb
+    FROM w
 )
-SELECT a, b FROM cand
+SELECT a, b FROM clipped
 WHERE CASE
-    WHEN x1 <= x0 OR y1 <= y0 THEN ST_Length(ST_Intersection(pa, pb)) >= %(min_shared_px)s
-    WHEN ST_OrderingEquals(ST_Normalize(wa), ST_Normalize(wb)) THEN true
-    ELSE (SELECT s.i > 0 AND s.i >= %(merge_overlap)s * least(ST_Area(ST_ClipByBox2D(wa, s.w)),
-                                                              ST_Area(ST_ClipByBox2D(wb, s.w)))
-          FROM (SELECT ST_Area(ST_Intersection(wa, wb)) AS i,
-                       ST_MakeBox2D(ST_Point(x0, y0), ST_Point(x1, y1)) AS w) s)
+    WHEN NOT overlapping THEN ST_Length(ST_Intersection(pa, pb)) >= %(min_shared_px)s
+    WHEN ST_IsEmpty(ca) OR ST_IsEmpty(cb) THEN false
+    WHEN ST_OrderingEquals(ca, cb) THEN true
+    ELSE (SELECT i > 0 AND i >= %(merge_overlap)s * least(ST_Area(ca), ST_Area(cb))
+          FROM (SELECT ST_Area(ST_Intersection(wa, wb)) AS i) s)
 END;

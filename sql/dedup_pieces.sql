@@ -1,21 +1,22 @@
--- DeduplicateBorders, step 1: clip every prediction of (run, image) to its tile's core.
+-- DeduplicateBorders, step 1: clip the predictions of (run, image) that reach their tile core's
+-- outline to that core.
 -- Cores partition the image, so the pieces of different tiles never overlap (the duplicates that
 -- overlapping windows produce are gone), and every building is the union of its pieces.
 -- Pixel-exact polygons clipped by integer rectangles stay exact, and their edges on a core line
--- coincide with their neighbours'. Most polygons lie inside their core (kept as they are) or
--- outside it (dropped), decided on their exact extent (Box2D) without touching GEOS; the rest
--- are clipped with ST_ClipByBox2D (GEOS' rectangle intersection: the same pieces as
--- ST_Intersection on these rectilinear polygons, ten times faster).
--- Per piece: its extent (px0..py1), its core (cx0..cy1), and for pieces that reach the core's
--- outline (edge: the building may go on in a neighbouring core) the tile's whole polygon and
--- the tile window (x0..y1), which step 2 compares.
+-- coincide with their neighbours'. Decided on the exact extent (Box2D) without GEOS:
+--   * strictly inside the core (not even touching its outline): a whole building, which
+--     buildings_insert.sql takes straight from `predictions` (the same test, negated here);
+--   * outside the core: another tile's business, dropped;
+--   * the rest: clipped with ST_ClipByBox2D (GEOS' rectangle intersection: the same pieces as
+--     ST_Intersection on these rectilinear polygons, ten times faster).
+-- Per piece: its extent (px0..py1), its core (cx0..cy1), the tile's whole polygon and the
+-- window the tile read (x0..y1), which step 2 compares; edge: the piece reaches the core's outline, so the
+-- building may go on in a neighbouring core.
 DROP TABLE IF EXISTS dedup_pieces;
 CREATE TEMP TABLE dedup_pieces ON COMMIT DROP AS
 WITH p AS (
     SELECT pr.id AS pred_id, pr.score, pr.geom_pix AS whole, Box2D(pr.geom_pix) AS bb,
-           t.core_col_off AS cx0, t.core_row_off AS cy0,
-           t.core_col_off + t.core_width AS cx1, t.core_row_off + t.core_height AS cy1,
-           t.col_off AS x0, t.row_off AS y0, t.col_off + t.width AS x1, t.row_off + t.height AS y1
+           t.cx0, t.cy0, t.cx1, t.cy1, t.x0, t.y0, t.x1, t.y1
     FROM predictions pr
     JOIN dedup_tiles t ON t.tile_id = pr.tile_id
     WHERE pr.run = %(run)s AND pr.image = %(image)s
@@ -23,6 +24,7 @@ WITH p AS (
     SELECT *, (ST_XMin(bb) >= cx0 AND ST_XMax(bb) <= cx1 AND ST_YMin(bb) >= cy0 AND ST_YMax(bb) <= cy1) AS inside
     FROM p
     WHERE ST_XMin(bb) < cx1 AND ST_XMax(bb) > cx0 AND ST_YMin(bb) < cy1 AND ST_YMax(bb) > cy0
+      AND NOT (ST_XMin(bb) > cx0 AND ST_XMax(bb) < cx1 AND ST_YMin(bb) > cy0 AND ST_YMax(bb) < cy1)
 ), pieces AS (
     SELECT pred_id, score, whole, whole AS piece, bb, cx0, cy0, cx1, cy1, x0, y0, x1, y1
     FROM q WHERE inside
@@ -34,11 +36,8 @@ WITH p AS (
     SELECT *, ST_XMin(bb) AS px0, ST_YMin(bb) AS py0, ST_XMax(bb) AS px1, ST_YMax(bb) AS py1
     FROM pieces
 )
-SELECT row_number() OVER () AS piece_id, pred_id, score, piece,
-       px0, py0, px1, py1, cx0, cy0, cx1, cy1,
-       CASE WHEN e THEN whole END AS whole,
-       CASE WHEN e THEN x0 END AS x0, CASE WHEN e THEN y0 END AS y0,
-       CASE WHEN e THEN x1 END AS x1, CASE WHEN e THEN y1 END AS y1,
-       e AS edge
-FROM marked, LATERAL (SELECT px0 <= cx0 OR px1 >= cx1 OR py0 <= cy0 OR py1 >= cy1 AS e) s;
+SELECT row_number() OVER () AS piece_id, pred_id, score, piece, whole,
+       px0, py0, px1, py1, cx0, cy0, cx1, cy1, x0, y0, x1, y1,
+       (px0 <= cx0 OR px1 >= cx1 OR py0 <= cy0 OR py1 >= cy1) AS edge
+FROM marked;
 ANALYZE dedup_pieces;

@@ -1,2 +1,1 @@
-COPY dedup_tiles (tile_id, col_off, row_off, width, height, core_col_off, core_row_off, core_width, core_height)
-FROM STDIN WITH (FORMAT csv)
+COPY dedup_tiles (tile_id, x0, y0, x1, y1, cx0, cy0, cx1, cy1) FROM STDIN WITH (FORMAT csv)

@@ -81,10 +81,78 @@ class polygonize(luigi.Config):
     threshold = luigi.FloatParameter(default=0.5, description="a pixel is a building where its probability > threshold")
     min_area_m2 = luigi.FloatParameter(default=2.0, description="drop buildings smaller than this (m², image CRS)")
     simplify_px = luigi.FloatParameter(default=1.0, description="Douglas-Peucker tolerance (pixels), topology preserving; 0: off")
+    halo_px = luigi.IntParameter(default=8, description="pixels read around each tile window (within the image): context for the 3-class split, and the overlap in which DeduplicateBorders proves two pieces are one building, even with tiling overlap 0")
 
 
 class dedup(luigi.Config):
     """How DeduplicateBorders joins the pieces of a building cut by tile cores."""
 
-    min_shared_px = luigi.FloatParameter(default=1.0, description="pieces in neighbouring cores merge only if they share a core-line segment this long (pixels)")
-    merge_overlap = luigi.FloatParameter(default=0.5, description="where two tile windows overlap, pieces merge only if their tiles' polygons agree there: shared area >= this x the smaller one's area")
+    merge_overlap = luigi.FloatParameter(default=0.5, description="where two tiles' read windows overlap, pieces merge only if the tiles' polygons agree there: shared area >= this x the smaller one's area")
+    min_shared_px = luigi.FloatParameter(default=1.0, description="where they do not overlap (overlap 0 and halo 0), pieces merge if they share a core-line stretch this long (pixels)")
+
+
+class split(luigi.Config):
+    """How SplitDataset assigns the labelled images' tiles to train / val / test.
+
+    ``method = image``: whole images. Explicit ``train_images``/``val_images``/``test_images``
+    (comma-separated ids) win; images in no list go to train. With no list at all, the sorted
+    images are cut in order: the last ``test_fraction`` to test, the ``val_fraction`` before
+    them to val, the rest to train (at least one image each when there are >= 3 images; the demo's
+    4 scenes give demo_00+demo_01 train, demo_02 val, demo_03 test).
+    ``method = block``: square blocks of ``block_size`` CRS units (metres) are drawn to
+    splits (seeded); a tile is kept only if its window grown by ``buffer`` lies in blocks of
+    one split, so no two tiles of different splits overlap or come closer than ``buffer``.
+    """
+
+    method = luigi.ChoiceParameter(default="image", choices=["image", "block"])
+    train_images = luigi.Parameter(default="", description="comma-separated image ids")
+    val_images = luigi.Parameter(default="", description="comma-separated image ids")
+    test_images = luigi.Parameter(default="", description="comma-separated image ids")
+    val_fraction = luigi.FloatParameter(default=0.2)
+    test_fraction = luigi.FloatParameter(default=0.2)
+    block_size = luigi.FloatParameter(default=1000.0, description="block edge, CRS units (metres)")
+    buffer = luigi.FloatParameter(default=50.0, description="gap kept between splits, CRS units (metres)")
+    seed = luigi.IntParameter(default=0)
+
+
+class train(luigi.Config):
+    """TrainModel: architecture, schedule, augmentation. Significant parameters key the model
+    directory ``<workdir>/models/<key>/``; ``precision``, ``workers``, ``cache_mb`` and
+    ``tensorboard_port`` only change how the run executes."""
+
+    depth = luigi.IntParameter(default=4, description="U-Net poolings")
+    base_filters = luigi.IntParameter(default=32, description="filters of the first level (doubled per level)")
+    batchnorm = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                    description="conv-BN-ReLU blocks; false: conv+bias+ReLU (about 2.5x faster steps on CPU)")
+    epochs = luigi.IntParameter(default=30)
+    batch_size = luigi.IntParameter(default=8)
+    crop_size = luigi.IntParameter(default=256, description="random square crops of the training tiles; 0: whole tiles")
+    samples_per_epoch = luigi.IntParameter(default=0, description="crops per epoch; 0: as many as the training tiles' area holds")
+    learning_rate = luigi.FloatParameter(default=2e-3)
+    loss = luigi.Parameter(default="bce+jaccard", description="bce, jaccard, dice, focal or weighted sums like 0.5*bce+dice")
+    warmup_loss = luigi.Parameter(default="bce", description="loss of the first warmup_epochs epochs")
+    warmup_epochs = luigi.IntParameter(default=0, description="e.g. 3 with loss=jaccard: the BCE-then-soft-IoU schedule")
+    class_weights = luigi.Parameter(default="", description="comma-separated loss weight per head channel; empty: equal")
+    flips = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    rotations = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    brightness = luigi.FloatParameter(default=0.1, description="max brightness shift, in band standard deviations")
+    contrast = luigi.FloatParameter(default=0.1, description="max relative contrast change")
+    patience = luigi.IntParameter(default=8, description="early stopping: epochs without a better val IoU; 0: off")
+    seed = luigi.IntParameter(default=0)
+    precision = luigi.ChoiceParameter(
+        default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], significant=False,
+        description="auto: bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs, else float32")
+    workers = luigi.IntParameter(default=2, significant=False, description="threads reading and augmenting tiles")
+    cache_mb = luigi.IntParameter(default=1024, significant=False, description="decoded tiles kept in memory (LRU)")
+    tensorboard_port = luigi.IntParameter(default=0, significant=False,
+                                          description="> 0: serve TensorBoard on this port during training")
+
+
+class predict(luigi.Config):
+    """PredictImage / Predict: how inference runs (nothing here changes the probabilities beyond
+    float rounding, so nothing is significant)."""
+
+    batch_size = luigi.IntParameter(default=4, significant=False)
+    precision = luigi.ChoiceParameter(
+        default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], significant=False)
+    compress = luigi.ChoiceParameter(default="zstd", choices=["zstd", "deflate", "lzw", "none"], significant=False)

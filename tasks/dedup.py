@@ -7,13 +7,16 @@ Works in SQL over the ``predictions`` of one (run, image) and writes ``buildings
    of non-overlapping pieces whose edges on the core lines coincide exactly (the polygons are
    pixel-exact, the cores integer rectangles).
 2. ``dedup_links``: pieces in neighbouring cores are the same building when
-   - the two tile windows overlap and both tiles' polygons agree there (their shared area is
-     > 0 and at least ``merge_overlap`` times the smaller one's area inside the overlap) -- two
-     buildings a pixel apart share no area, nor do buildings the 3-class head split apart, even
-     where their split line lies on the core line;
-   - or, where the windows only touch (overlap 0, so no tile saw across the line), the pieces
-     share a stretch of the core line at least ``min_shared_px`` long.
-3. ``dedup_components``: connected components of the links (label propagation in SQL).
+   - the windows the two tiles read overlap (tiling overlap + Polygonize's halo) and both
+     tiles' polygons agree there (identical, or sharing area > 0 and at least
+     ``merge_overlap`` times the smaller one's area inside the overlap) -- two buildings a
+     pixel apart share no area, nor do buildings the 3-class head split apart, even where
+     their split line lies on the core line;
+   - or, where the windows only touch (tiling overlap 0 and halo 0, so no tile saw across the
+     line), the pieces share a stretch of the core line at least ``min_shared_px`` long (then
+     two buildings split exactly along a core line would be joined: keep a halo).
+3. ``dedup_components``: connected components of the links (the link pairs out in one query,
+   scipy's connected components, the labels back with one COPY).
 4. ``buildings_insert``: each component unioned; then per whole building the minimum area
    (m²), the simplification (pixels), the geo geometry (image CRS, via the image's affine
    transform) and EPSG:4326.
@@ -29,9 +32,9 @@ import json
 
 import luigi
 
-from tasks.polygonize import _affine, pixel_area, run_key
+from tasks.polygonize import _affine, pixel_area, report, run_key
 
-__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "deduplicate", "DeduplicateBorders"]
+__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "deduplicate", "DeduplicateBorders"]
 
 TILE_FIELDS = ("tile_id", "col_off", "row_off", "width", "height",
                "core_col_off", "core_row_off", "core_width", "core_height")
@@ -42,12 +45,13 @@ TILE_FIELDS = ("tile_id", "col_off", "row_off", "width", "height",
 
 def check_cores(tiles, width: int, height: int, source: str = "tile index") -> None:
     """Raise ValueError (naming ``source``) unless every core lies in its window and the cores
-    partition the width x height image (no gap, no overlap)."""
+    form a grid that partitions the width x height image: the core columns cut [0, width)
+    into intervals, the core rows cut [0, height), and every (column, row) cell is exactly one
+    tile's core. (The tiler's cores do; dedup_links.sql relies on it.)"""
     if not tiles:
         raise ValueError(f"{source}: no tiles")
     seen = set()
-    total = 0
-    boxes = []
+    cells = {}
     for t in tiles:
         missing = [k for k in TILE_FIELDS if k not in t]
         if missing:
@@ -66,30 +70,46 @@ def check_cores(tiles, width: int, height: int, source: str = "tile index") -> N
                              f"window ({x0},{y0})-({x1},{y1})")
         if not (0 <= cx0 and cx1 <= width and 0 <= cy0 and cy1 <= height):
             raise ValueError(f"{source}: the core of tile {tid!r} leaves the {width}x{height} image")
-        total += (cx1 - cx0) * (cy1 - cy0)
-        boxes.append((cx0, cy0, cx1, cy1, tid))
-    if total != width * height:
-        raise ValueError(f"{source}: the tile cores cover {total} px, the image has {width * height}: "
-                         "cores must partition the image")
-    # equal total area + pairwise disjoint == partition; sweep along x for overlaps
-    boxes.sort()
-    active: list = []
-    for b in boxes:
-        active = [a for a in active if a[2] > b[0]]
-        for a in active:
-            if a[1] < b[3] and b[1] < a[3]:
-                raise ValueError(f"{source}: the cores of tiles {a[4]!r} and {b[4]!r} overlap")
-        active.append(b)
+        cell = ((cx0, cx1), (cy0, cy1))
+        if cell in cells:
+            raise ValueError(f"{source}: the cores of tiles {cells[cell]!r} and {tid!r} overlap (both {cell})")
+        cells[cell] = tid
+    for axis, n, name in ((0, width, "columns"), (1, height, "rows")):
+        ivs = sorted({c[axis] for c in cells})
+        pos, prev = 0, None
+        for a, b in ivs:
+            if a < pos:
+                raise ValueError(f"{source}: core {name} [{prev[0]}, {prev[1]}) and [{a}, {b}) overlap: cores must "
+                                 "partition the image in a grid")
+            if a > pos:
+                raise ValueError(f"{source}: core {name} leave pixels [{pos}, {a}) uncovered: cores must partition "
+                                 "the image in a grid")
+            pos, prev = b, (a, b)
+        if pos != n:
+            raise ValueError(f"{source}: core {name} end at {pos}, the image has {n}: cores must partition the image")
+    nx = len({c[0] for c in cells})
+    ny = len({c[1] for c in cells})
+    if len(cells) != nx * ny:
+        raise ValueError(f"{source}: {len(cells)} cores for a grid of {nx} x {ny}: cores must partition the image")
 
 
-def load_tiles(conn, tiles) -> None:
-    """Create the transaction's ``dedup_tiles`` table and COPY the tile records into it."""
+def load_tiles(conn, tiles, halo_px: int = 0, width: int | None = None, height: int | None = None) -> None:
+    """Create the transaction's ``dedup_tiles`` table and COPY each tile's read window (its
+    window grown by ``halo_px`` within the image, as Polygonize read it) and core into it."""
     from tasks.db import load_sql
+    from tasks.polygonize import read_window
 
+    if width is None:
+        width = max(t["core_col_off"] + t["core_width"] for t in tiles)
+    if height is None:
+        height = max(t["core_row_off"] + t["core_height"] for t in tiles)
     buf = io.StringIO()
     w = csv.writer(buf)
     for t in tiles:
-        w.writerow([t["tile_id"]] + [int(t[k]) for k in TILE_FIELDS[1:]])
+        c0, r0, ww, hh = read_window(t, int(halo_px), width, height)
+        cx0, cy0 = int(t["core_col_off"]), int(t["core_row_off"])
+        w.writerow([t["tile_id"], c0, r0, c0 + ww, r0 + hh, cx0, cy0,
+                    cx0 + int(t["core_width"]), cy0 + int(t["core_height"])])
     buf.seek(0)
     with conn.cursor() as cur:
         cur.execute(load_sql("dedup_tiles"))
@@ -97,13 +117,40 @@ def load_tiles(conn, tiles) -> None:
         cur.execute("ANALYZE dedup_tiles")
 
 
+def components(pairs) -> tuple:
+    """Connected components of an undirected graph given as (a, b) id pairs:
+    ``(ids, labels)`` with each id's label = the smallest id of its component."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    e = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if not len(e):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ids, inv = np.unique(e, return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    n = len(ids)
+    g = coo_matrix((np.ones(len(e), np.int8), (inv[:, 0], inv[:, 1])), shape=(n, n))
+    _, lab = connected_components(g, directed=False)
+    smallest = np.full(lab.max() + 1, np.iinfo(np.int64).max)
+    np.minimum.at(smallest, lab, ids)
+    return ids, smallest[lab]
+
+
 def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_area_m2: float = 0.0,
-                simplify_px: float = 0.0, min_shared_px: float = 1.0, merge_overlap: float = 0.5,
-                width: int | None = None, height: int | None = None, progress=None) -> int:
+                simplify_px: float = 0.0, halo_px: int = 0, min_shared_px: float = 1.0,
+                merge_overlap: float = 0.5, width: int | None = None, height: int | None = None,
+                progress=None) -> int:
     """Replace the ``buildings`` of (run, image) by the deduplicated ``predictions`` of the same
     (run, image); returns the number of buildings. ``tiles``: the tile records (window and core
-    in image pixels, see TILE_FIELDS); ``transform``: the image's affine transform; ``srid``:
-    the image CRS. Runs in the caller's transaction and does not commit."""
+    in image pixels, see TILE_FIELDS); ``halo_px``: the halo Polygonize read around each
+    window; ``transform``: the image's affine transform; ``srid``: the image CRS. With
+    ``width`` and ``height`` the cores are checked first. Runs in the caller's transaction and
+    does not commit.
+
+    Set-based SQL throughout; the one step done in Python is the connected components of the
+    links between pieces (a graph algorithm, which SQL does poorly): the link pairs come out
+    in one query and the labels go back with one COPY."""
     from tasks.db import load_sql
 
     if width is not None and height is not None:
@@ -115,24 +162,30 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
         "min_shared_px": float(min_shared_px), "merge_overlap": float(merge_overlap),
         "a": t.a, "b": t.b, "c": t.c, "d": t.d, "e": t.e, "f": t.f,
     }
-    steps = [("clipping polygons to tile cores", "dedup_pieces", True),
-             ("linking pieces across core borders", "dedup_links", True),
-             ("joining linked pieces", "dedup_components", False),
-             ("writing buildings", "buildings_delete", True),
-             ("writing buildings", "buildings_insert", True)]
-    load_tiles(conn, tiles)
-    n = 0
+
+    def step(what, frac):
+        if progress:
+            progress(what, frac)
+
+    load_tiles(conn, tiles, halo_px, width, height)
     with conn.cursor() as cur:
-        for i, (what, name, with_params) in enumerate(steps):
-            if progress:
-                progress(what, i / len(steps))
-            if with_params:
-                cur.execute(load_sql(name), params)
-            else:
-                cur.execute(load_sql(name))
-            if name == "buildings_insert":
-                n = cur.rowcount
-    return n
+        step("clipping polygons to tile cores", 0.05)
+        cur.execute(load_sql("dedup_pieces"), params)
+        step("linking pieces across core borders", 0.3)
+        cur.execute(load_sql("dedup_links"), params)
+        step("joining linked pieces", 0.5)
+        cur.execute(load_sql("dedup_components"))
+        ids, labels = components(cur.fetchall())
+        buf = io.StringIO()
+        for i, c in zip(ids.tolist(), labels.tolist()):
+            buf.write(f"{i},{c}\n")
+        buf.seek(0)
+        cur.copy_expert(load_sql("dedup_components_copy"), buf)
+        cur.execute("ANALYZE dedup_comp")
+        step("writing buildings", 0.6)
+        cur.execute(load_sql("buildings_delete"), params)
+        cur.execute(load_sql("buildings_insert"), params)
+        return cur.rowcount
 
 
 # ---------------------------------------------------------------- the task
@@ -164,18 +217,17 @@ class DeduplicateBorders(luigi.Task):
         with open(index_path) as f:
             index = json.load(f)
         tiles = index.get("tiles") or []
-        check_cores(tiles, index["width"], index["height"], source=index_path)
+        check_cores(tiles, index["width"], index["height"], source=index_path)  # errors name the file
         pc, dc = config.polygonize(), config.dedup()
 
         def progress(what, frac):
-            self.set_status_message(what)
-            self.set_progress_percentage(int(100 * frac))
+            report(self, int(100 * frac), what)
 
         with db.connection() as conn:
             srid = db.srid_for_crs(conn, index["crs_wkt"])
             n = deduplicate(conn, self.run_key(), self.image, tiles, index["transform"], srid,
-                            min_area_m2=pc.min_area_m2, simplify_px=pc.simplify_px,
-                            min_shared_px=dc.min_shared_px, merge_overlap=dc.merge_overlap, progress=progress)
+                            min_area_m2=pc.min_area_m2, simplify_px=pc.simplify_px, halo_px=pc.halo_px,
+                            min_shared_px=dc.min_shared_px, merge_overlap=dc.merge_overlap,
+                            width=index["width"], height=index["height"], progress=progress)
             self.output().touch(conn)
-        self.set_status_message(f"{n} buildings")
-        self.set_progress_percentage(100)
+        report(self, 100, f"{n} buildings")

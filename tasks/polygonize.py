@@ -15,10 +15,12 @@ Luigi task.
 * ``min_area_m2`` is in m² of the image CRS (pixel area = |a·e − b·d|), ``simplify_px`` in
   pixels; the score is the mean footprint probability inside the polygon.
 
-The Luigi task stores the raw, pixel-exact polygons of every tile window (only polygons that
-cannot be a fragment of a larger building, i.e. that do not touch the window's edge, are
-dropped below the minimum area). DeduplicateBorders then joins the fragments across tile
-cores and applies the minimum area and the simplification to whole buildings.
+The Luigi task reads each tile's window grown by a halo (``[polygonize] halo_px``, within
+the image) and stores the raw, pixel-exact polygons that reach into the tile's core (only
+polygons that cannot be a fragment of a larger building, i.e. that do not touch the read
+window's edge, are dropped below the minimum area). DeduplicateBorders then joins the
+fragments across tile cores and applies the minimum area and the simplification to whole
+buildings.
 """
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ import csv
 import hashlib
 import json
 import tempfile
-from pathlib import Path
 
 import luigi
 import numpy as np
@@ -37,7 +38,8 @@ from shapely.geometry import Polygon, shape
 
 __all__ = [
     "pixel_area", "as_probability", "building_labels", "grow_labels", "polygonize_labels",
-    "polygonize_probabilities", "pixel_to_geo", "run_key", "run_params", "prediction_rows",
+    "polygonize_probabilities", "pixel_to_geo", "read_window", "tile_polygons", "run_key", "run_params",
+    "prediction_rows", "report",
     "Polygonize",
 ]
 
@@ -194,6 +196,36 @@ def polygonize_probabilities(prob: np.ndarray, transform, threshold: float = 0.5
     return out
 
 
+def read_window(tile: dict, halo: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """(col_off, row_off, width, height) of the tile's window grown by ``halo`` pixels on every
+    side and clipped to the width x height image: what Polygonize reads for the tile."""
+    c0 = max(0, int(tile["col_off"]) - halo)
+    r0 = max(0, int(tile["row_off"]) - halo)
+    c1 = min(width, int(tile["col_off"]) + int(tile["width"]) + halo)
+    r1 = min(height, int(tile["row_off"]) + int(tile["height"]) + halo)
+    return c0, r0, c1 - c0, r1 - r0
+
+
+def tile_polygons(prob: np.ndarray, transform, tile: dict, window, threshold: float = 0.5,
+                  min_area_m2: float = 0.0, three_class: bool = False):
+    """The polygons one tile contributes: ``prob`` is the tile's read window (``window`` =
+    ``read_window(...)``) of the image's probabilities; every polygon (pixel-exact, image pixel
+    coordinates, never simplified) that reaches into the tile's core, whole as seen through
+    the window. Polygons below ``min_area_m2`` are dropped unless they touch the window's edge
+    (then they may be fragments of a larger building)."""
+    c0, r0, _, _ = window
+    cx0, cy0 = tile["core_col_off"], tile["core_row_off"]
+    cx1, cy1 = cx0 + tile["core_width"], cy0 + tile["core_height"]
+    out = []
+    for pix, geo, score in polygonize_probabilities(prob, transform, threshold=threshold, min_area_m2=min_area_m2,
+                                                    three_class=three_class, col_off=c0, row_off=r0,
+                                                    keep_edge_fragments=True):
+        x0, y0, x1, y1 = pix.bounds
+        if x0 < cx1 and x1 > cx0 and y0 < cy1 and y1 > cy0:
+            out.append((pix, geo, score))
+    return out
+
+
 _RUN_EXCLUDED = {"paths", "evaluate", "outputs"}
 
 
@@ -241,11 +273,21 @@ def prediction_rows(run: str, image: str, tile_id: str, srid: int, polygons, tra
 # ---------------------------------------------------------------- the task
 
 
+def report(task: luigi.Task, percent: int | None = None, message: str | None = None) -> None:
+    """Progress for the Luigi UI; a no-op when the task runs outside a worker (tests)."""
+    if percent is not None and callable(getattr(task, "set_progress_percentage", None)):
+        task.set_progress_percentage(percent)
+    if message is not None and callable(getattr(task, "set_status_message", None)):
+        task.set_status_message(message)
+
+
 class Polygonize(luigi.Task):
     """Polygonize one image's probability mosaic tile by tile into PostGIS ``predictions``.
 
-    Each tile's full window is read on its own (bounded memory); the rows of the image
-    replace any earlier rows of the same run in one transaction with the marker.
+    Each tile's full window, grown by ``[polygonize] halo_px`` (within the image), is read on
+    its own (bounded memory); the tile stores the polygons that reach into its core, whole as
+    it sees them. The image's rows replace any earlier rows of the same run in one transaction
+    with the marker.
     """
 
     image = luigi.Parameter(description="image id")
@@ -297,23 +339,20 @@ class Polygonize(luigi.Task):
                 srid = db.srid_for_crs(conn, src.crs)
                 n = 0
                 for i, t in enumerate(tiles):
-                    window = Window(t["col_off"], t["row_off"], t["width"], t["height"])
-                    arr = src.read(bands, window=window)
-                    polys = polygonize_probabilities(
-                        arr, transform, threshold=cfg.threshold, min_area_m2=cfg.min_area_m2, simplify_px=0.0,
-                        three_class=three_class, col_off=t["col_off"], row_off=t["row_off"],
-                        keep_edge_fragments=True)
+                    win = read_window(t, cfg.halo_px, src.width, src.height)
+                    arr = src.read(bands, window=Window(*win))
+                    polys = tile_polygons(arr, transform, t, win, threshold=cfg.threshold,
+                                          min_area_m2=cfg.min_area_m2, three_class=three_class)
                     rows = prediction_rows(run, self.image, t["tile_id"], srid, polys, transform)
                     writer.writerows(rows)
                     n += len(rows)
                     if i % 16 == 0 or i == len(tiles) - 1:
-                        self.set_progress_percentage(int(90 * (i + 1) / len(tiles)))
-                        self.set_status_message(f"tile {i + 1}/{len(tiles)}: {n} polygons")
+                        report(self, int(90 * (i + 1) / len(tiles)), f"tile {i + 1}/{len(tiles)}: {n} polygons")
                 buf.flush()
                 buf.seek(0)
-                self.set_status_message(f"storing {n} polygons")
+                report(self, message=f"storing {n} polygons")
                 with conn.cursor() as cur:
                     cur.execute(db.load_sql("predictions_delete"), {"run": run, "image": self.image})
                     cur.copy_expert(db.load_sql("predictions_copy"), buf)
                 self.output().touch(conn)
-        self.set_progress_percentage(100)
+        report(self, 100)

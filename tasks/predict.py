@@ -1,0 +1,531 @@
+"""PredictImage: per-tile inference stitched into one georeferenced probability GeoTIFF.
+
+How tiles become one seamless image: every tile is predicted on its whole window and only its
+**core** is kept (cores partition the image, the boundary lies in the middle of each overlap),
+so each output pixel comes from the tile where it is farthest from a tile edge. A U-Net with
+``depth`` poolings computes the same value for a pixel in a tile as in the whole image only
+if the tile starts on the same ``2**depth`` pooling grid, so a tile whose offset is off that
+grid (the shifted last row/column) is cropped on its leading side to the next grid line
+(:func:`plan_tile`) and every input is padded to one common multiple-of-``2**depth`` shape
+(one traced shape, and the padding standardises to 0 like the convolutions' zero padding).
+With an overlap of at least twice the network's effective reach, tiled and whole-image
+predictions agree to float rounding (tests/tasks/test_predict.py measures it).
+
+Output ``<workdir>/predictions/<model key>/<image>.tif``: uint8 ``round(255 * p)``, one band
+per head channel (footprint[, boundary, contact]), the image's size, transform and CRS,
+tiled and compressed, written in row strips through :class:`MosaicWriter` as tiles arrive, so
+memory stays bounded by a few tile rows whatever the image size. Reading, inference and
+writing overlap in three threads.
+
+``[model] name = oracle``: the same path with the rasterized labels (mask tiles) as the
+"prediction", which must reproduce the ground truth exactly downstream.
+
+``Predict``: the inference-only entry for new imagery and a trained model file:
+``luigi --module tasks.predict Predict --model-file m.keras --image-path new.tif --local-scheduler``
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import luigi
+import numpy as np
+
+from tasks.config import params_key, tiling_key, workdir
+
+log = logging.getLogger("luigi-interface")
+
+# ---------------------------------------------------------------- pure functions
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where a tile's model input comes from and which part of the output is kept.
+
+    Tile-relative: the input is ``tile[in_row:, in_col:]`` padded at the bottom/right to the
+    common input shape; the kept core is ``output[core_row:core_row+core_h, core_col:...]``,
+    written to the image at ``(img_row, img_col)``.
+    """
+
+    in_row: int
+    in_col: int
+    core_row: int
+    core_col: int
+    core_h: int
+    core_w: int
+    img_row: int
+    img_col: int
+    aligned: bool
+
+
+def plan_tile(tile: dict, align: int) -> TilePlan:
+    """Crop the tile's leading edge to the image's ``align`` grid when the core allows it."""
+    aligned = True
+
+    def lead(off, core_off):
+        nonlocal aligned
+        c = (-off) % align
+        if off + c > core_off:  # would cut into the core: keep the tile as it is
+            aligned = False
+            return 0
+        return c
+
+    in_col = lead(tile["col_off"], tile["core_col_off"])
+    in_row = lead(tile["row_off"], tile["core_row_off"])
+    return TilePlan(in_row, in_col, tile["core_row_off"] - tile["row_off"] - in_row,
+                    tile["core_col_off"] - tile["col_off"] - in_col, tile["core_height"], tile["core_width"],
+                    tile["core_row_off"], tile["core_col_off"], aligned)
+
+
+def input_shape(tiles, align: int) -> tuple[int, int]:
+    """One (H, W) for every model input: the largest tile, rounded up to ``align``."""
+    h = max(t["height"] for t in tiles)
+    w = max(t["width"] for t in tiles)
+    return math.ceil(h / align) * align, math.ceil(w / align) * align
+
+
+def pad_to(arr: np.ndarray, h: int, w: int, values) -> np.ndarray:
+    """(H0, W0, C) -> (h, w, C) float32, the new pixels set to ``values`` (one per band)."""
+    out = np.empty((h, w, arr.shape[-1]), np.float32)
+    out[...] = np.asarray(values, np.float32)
+    out[: arr.shape[0], : arr.shape[1]] = arr
+    return out
+
+
+def to_uint8(prob: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(prob, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
+    """(H, W) bool: all bands equal nodata; None when there is no nodata value."""
+    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
+        return None
+    return np.all(arr == nodata, axis=-1)
+
+
+class MosaicWriter:
+    """Collects tile cores (any order within a row band, bands top to bottom) and writes
+    complete rows to ``dst`` in strips that end on the file's block rows, so no compressed
+    block is written twice. Raises if a pixel would be written twice or left out."""
+
+    def __init__(self, dst, block_rows: int = 256):
+        self.dst = dst
+        self.width, self.height, self.bands = dst.width, dst.height, dst.count
+        self.dtype = np.dtype(dst.dtypes[0])
+        self.block = max(1, int(block_rows))
+        self.next_row = 0
+        self.buf = np.zeros((0, self.width, self.bands), self.dtype)
+        self.filled = np.zeros(0, np.int64)
+        self.max_pending = 0
+
+    def add(self, row: int, col: int, arr: np.ndarray) -> None:
+        h, w = arr.shape[:2]
+        if row < self.next_row:
+            raise ValueError(f"rows {row}..{row + h} were already written (cores out of order or overlapping)")
+        if col < 0 or col + w > self.width or row + h > self.height:
+            raise ValueError(f"core at ({row}, {col}) size {h}x{w} is outside the {self.height}x{self.width} image")
+        end = row + h - self.next_row
+        if end > self.buf.shape[0]:
+            grow = end - self.buf.shape[0]
+            self.buf = np.concatenate([self.buf, np.zeros((grow, self.width, self.bands), self.dtype)])
+            self.filled = np.concatenate([self.filled, np.zeros(grow, np.int64)])
+        r0 = row - self.next_row
+        self.buf[r0:r0 + h, col:col + w] = arr
+        self.filled[r0:r0 + h] += w
+        if (self.filled[r0:r0 + h] > self.width).any():
+            raise ValueError(f"core at ({row}, {col}) overlaps another core")
+        self.max_pending = max(self.max_pending, self.buf.shape[0])
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        from rasterio.windows import Window
+
+        full = self.filled == self.width
+        complete = int(np.argmin(full)) if not full.all() else len(full)
+        end = self.next_row + complete
+        if end < self.height:
+            end = (end // self.block) * self.block
+        n = end - self.next_row
+        if n <= 0:
+            return
+        self.dst.write(np.moveaxis(self.buf[:n], -1, 0), window=Window(0, self.next_row, self.width, n))
+        self.buf, self.filled = self.buf[n:], self.filled[n:]
+        self.next_row = end
+
+    def close(self) -> None:
+        self._flush(final=True)
+        if self.next_row != self.height or len(self.filled):
+            raise ValueError(f"the tile cores left rows {self.next_row}..{self.height} of the image incomplete")
+
+
+def output_profile(width, height, bands, crs, transform, compress: str = "zstd", dtype: str = "uint8") -> dict:
+    prof = {"driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": dtype, "crs": crs,
+            "transform": transform, "nodata": None, "BIGTIFF": "IF_SAFER"}
+    if width >= 256 and height >= 256:
+        prof.update(tiled=True, blockxsize=256, blockysize=256)
+    if compress != "none":
+        prof.update(compress=compress, predictor=2 if np.dtype(dtype).kind in "iu" else 3)
+        if compress == "zstd":
+            prof["zstd_level"] = 1
+    if bands > 1:
+        prof["interleave"] = "pixel"
+    return prof
+
+
+def _threaded(fn, items, depth: int = 2):
+    """Yield ``fn(item)`` for each item, computed one step ahead in a background thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for it in items:
+                if stop.is_set():
+                    return
+                q.put(("ok", fn(it)))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(("err", e))
+        q.put(("end", None))
+
+    th = threading.Thread(target=worker, daemon=True)
+    th.start()
+    try:
+        while True:
+            kind, val = q.get()
+            if kind == "end":
+                return
+            if kind == "err":
+                raise val
+            yield val
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: int = 1, pad_values=0.0,
+                  nodata=None, progress=None) -> dict:
+    """Predict every tile and write its core into ``dst`` (an open rasterio dataset).
+
+    ``tiles``: dicts with the tile-index keys (col_off, row_off, width, height, core_*);
+    ``read_fn(tile) -> (H, W, bands)`` array; ``predict_fn(batch float32) -> (B, H, W, K)``
+    probabilities. A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
+    Reading runs one batch ahead and writing one batch behind inference.
+    Returns timing and counts.
+    """
+    tiles = sorted(tiles, key=lambda t: (t["core_row_off"], t["core_col_off"]))
+    if not tiles:
+        raise ValueError("no tiles to predict")
+    plans = [plan_tile(t, align) for t in tiles]
+    misaligned = sum(not p.aligned for p in plans)
+    if misaligned:
+        log.warning("%d tiles are off the %d px pooling grid and too close to their core to be cropped onto "
+                    "it; raise [tiling] overlap for seamless output", misaligned, align)
+    shape = input_shape(tiles, align)
+    batches = [list(range(i, min(i + batch_size, len(tiles)))) for i in range(0, len(tiles), batch_size)]
+
+    def load(batch):
+        arrs, masks = [], []
+        for i in batch:
+            a = np.asarray(read_fn(tiles[i]))
+            if a.ndim == 2:
+                a = a[..., None]
+            if a.shape[:2] != (tiles[i]["height"], tiles[i]["width"]):
+                raise ValueError(f"tile {tiles[i].get('tile_id', i)}: read {a.shape[:2]}, index says "
+                                 f"{(tiles[i]['height'], tiles[i]['width'])}")
+            p = plans[i]
+            a = a[p.in_row:, p.in_col:]
+            nd = nodata_pixels(a, nodata)
+            masks.append(None if nd is None else nd[p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w])
+            arrs.append(pad_to(a, *shape, pad_values))
+        return batch, np.stack(arrs), masks
+
+    writer = MosaicWriter(dst, block_rows=dst.block_shapes[0][0] if dst.block_shapes else 256)
+    as_uint8 = writer.dtype == np.uint8
+    t_pred = 0.0
+    done = 0
+    t0 = time.perf_counter()
+
+    def store(item):
+        batch, probs, masks = item
+        for j, i in enumerate(batch):
+            p = plans[i]
+            core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
+            core = to_uint8(core) if as_uint8 else core.astype(writer.dtype)
+            if masks[j] is not None:
+                core[masks[j]] = 0
+            writer.add(p.img_row, p.img_col, core)
+
+    # inference in this thread; writing in a background thread, one batch behind
+    write_q: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def write_loop():
+        while True:
+            item = write_q.get()
+            if item is None:
+                return
+            if not errors:
+                try:
+                    store(item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                    errors.append(e)
+
+    wt = threading.Thread(target=write_loop, daemon=True)
+    wt.start()
+    try:
+        for batch, x, masks in _threaded(load, batches):
+            if errors:
+                break
+            t = time.perf_counter()
+            probs = np.asarray(predict_fn(x), np.float32)
+            t_pred += time.perf_counter() - t
+            if probs.shape[:3] != x.shape[:3]:
+                raise ValueError(f"the model returned {probs.shape[1:3]} for {x.shape[1:3]} inputs")
+            write_q.put((batch, probs, masks))
+            done += len(batch)
+            if progress:
+                progress(done, len(tiles))
+    finally:
+        write_q.put(None)
+        wt.join()
+    if errors:
+        raise errors[0]
+    writer.close()
+    wall = time.perf_counter() - t0
+    return {"tiles": len(tiles), "seconds": wall, "predict_seconds": t_pred, "input_shape": shape,
+            "misaligned": misaligned, "max_pending_rows": writer.max_pending}
+
+
+# ---------------------------------------------------------------- model side
+
+
+def load_predictor(model_path, precision: str = "auto"):
+    """(predict_fn, info) for a footprints ``.keras`` file: BatchNorm folded into the convs,
+    the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it)."""
+    from models import inference_model, load_model, model_info
+    from tasks.train import jit_setting, resolve_precision
+
+    model = load_model(model_path)
+    info = model_info(model)
+    policy = resolve_precision(precision)
+    fast = inference_model(model, policy)
+    if jit_setting() is False:
+        fast.jit_compile = False
+    info = {**info, "precision": policy}
+
+    def predict_fn(x):
+        return np.asarray(fast.predict_on_batch(x))
+
+    predict_fn.model = fast
+    return predict_fn, info
+
+
+def predict_raster(read_tiles, out_path, meta: dict, predict_fn, align: int, pad_values, nodata, band_names,
+                   batch_size: int = 4, compress: str = "zstd", progress=None, tags=None) -> dict:
+    """Create ``out_path`` (GeoTIFF, uint8) of the image described by ``meta`` (width, height,
+    crs, transform) and fill it through :func:`predict_tiles`."""
+    import rasterio
+    from affine import Affine
+
+    tiles, read_fn = read_tiles
+    transform = meta["transform"] if isinstance(meta["transform"], Affine) else Affine(*meta["transform"][:6])
+    prof = output_profile(meta["width"], meta["height"], len(band_names), meta["crs"], transform, compress)
+    with rasterio.open(out_path, "w", **prof) as dst:
+        for i, name in enumerate(band_names, 1):
+            dst.set_band_description(i, name)
+        dst.update_tags(**(tags or {}), scale="probability = value / 255")
+        stats = predict_tiles(tiles, read_fn, predict_fn, dst, batch_size=batch_size, align=align,
+                              pad_values=pad_values, nodata=nodata, progress=progress)
+    return stats
+
+
+def check_bands(image_bands: int, info: dict, where) -> None:
+    want = info["arch"]["input_bands"]
+    if image_bands != want:
+        raise ValueError(f"{where}: the image has {image_bands} bands, the model was trained on {want}")
+
+
+# ---------------------------------------------------------------- the tasks
+
+
+def prediction_key() -> str:
+    """Directory of the predictions: the model's key, or ``oracle-<tiling>-<mask kind>``."""
+    from tasks.config import model
+
+    if model().name == "oracle":
+        from tasks.masks import mask_key
+
+        return f"oracle-{tiling_key()}-{mask_key()}"
+    from tasks.train import model_key
+
+    return model_key()
+
+
+def _progress(task, label):
+    t0 = time.time()
+
+    def progress(done, total):
+        task.set_progress_percentage(int(100 * done / total))
+        if done == total or done % 8 == 0:
+            rate = done / max(time.time() - t0, 1e-9)
+            task.set_status_message(f"{label}: tile {done}/{total} ({rate:.1f} tiles/s)")
+
+    return progress
+
+
+class PredictImage(luigi.Task):
+    """Probabilities of one image -> ``<workdir>/predictions/<model key>/<image>.tif``."""
+
+    image = luigi.Parameter()
+
+    def requires(self):
+        from tasks.config import model
+        from tasks.tiling import TileImage
+
+        reqs = {"tiles": TileImage(image=self.image)}
+        if model().name == "oracle":
+            from tasks.masks import MakeMasks
+
+            reqs["masks"] = MakeMasks(image=self.image)
+        else:
+            from tasks.train import TrainModel
+
+            reqs["model"] = TrainModel()
+        return reqs
+
+    def output(self):
+        return luigi.LocalTarget(str(workdir() / "predictions" / prediction_key() / f"{self.image}.tif"))
+
+    def run(self):
+        from rasterio.crs import CRS
+
+        from tasks.config import predict
+        from tasks.tiling import read_tile_index
+        from tasks.train import read_array
+
+        cfg = predict()
+        tpath = Path(self.input()["tiles"].path)
+        index = read_tile_index(tpath)
+        tiles = index["tiles"]
+        meta = {"width": index["width"], "height": index["height"], "crs": CRS.from_wkt(index["crs_wkt"]),
+                "transform": index["transform"]}
+        if "masks" in self.input():
+            mpath = Path(self.input()["masks"].path)
+            mindex = read_tile_index(mpath)
+            by_id = {m["tile_id"]: mpath.parent / m["path"] for m in mindex["tiles"]}
+            missing = [t["tile_id"] for t in tiles if t["tile_id"] not in by_id]
+            if missing:
+                raise ValueError(f"{mpath}: no mask for tiles {missing[:5]}")
+            names = mindex.get("bands") or (["footprint"] if mindex.get("kind") == "footprint"
+                                            else ["footprint", "boundary", "contact"])
+            read_fn = lambda t: read_array(by_id[t["tile_id"]])  # noqa: E731
+            predict_fn, align, pad, nodata = (lambda x: x * np.float32(1 / 255)), 1, 0.0, None
+            tags = {"model": "oracle", "masks": str(mpath)}
+        else:
+            model_path = self.input()["model"].path
+            predict_fn, info = load_predictor(model_path, cfg.precision)
+            check_bands(index["count"], info, tpath)
+            names = info["classes"]
+            align = 2 ** info["arch"]["depth"]
+            pad, nodata = info["mean"], index.get("nodata")
+            read_fn = lambda t: read_array(tpath.parent / t["path"])  # noqa: E731
+            tags = {"model": str(model_path), "precision": info["precision"]}
+        with self.output().temporary_path() as tmp:
+            stats = predict_raster((tiles, read_fn), tmp, meta, predict_fn, align, pad, nodata, names,
+                                   batch_size=cfg.batch_size, compress=cfg.compress,
+                                   progress=_progress(self, self.image), tags=tags)
+        self.set_status_message(f"{stats['tiles']} tiles in {stats['seconds']:.1f} s "
+                                f"({stats['tiles'] / max(stats['seconds'], 1e-9):.2f} tiles/s)")
+
+
+class ModelFile(luigi.ExternalTask):
+    """A trained ``.keras`` model file supplied by the user."""
+
+    path = luigi.Parameter()
+
+    def output(self):
+        return luigi.LocalTarget(self.path)
+
+
+def window_tiles(width: int, height: int, tile_size: int, overlap: int) -> list[dict]:
+    """The tile grid of :mod:`tasks.tiling` as index-style dicts (no files)."""
+    from dataclasses import asdict
+
+    from tasks.tiling import tile_grid
+
+    return [asdict(s) for s in tile_grid(width, height, tile_size, overlap)]
+
+
+class Predict(luigi.Task):
+    """Inference only: a trained model file on a new GeoTIFF, windows read straight from it.
+
+    ``luigi --module tasks.predict Predict --model-file m.keras --image-path new.tif``
+    writes ``<workdir>/predictions/file-<hash>/<image stem>.tif`` (or ``--output-path``).
+    Tiling defaults to ``[tiling] tile_size/overlap``.
+    """
+
+    model_file = luigi.Parameter()
+    image_path = luigi.Parameter()
+    output_path = luigi.Parameter(default="")
+    tile_size = luigi.IntParameter(default=0, description="0: [tiling] tile_size")
+    overlap = luigi.IntParameter(default=-1, description="-1: [tiling] overlap")
+
+    def requires(self):
+        from tasks.sources import ImageFile
+
+        return {"model": ModelFile(path=self.model_file), "image": ImageFile(path=self.image_path)}
+
+    def grid(self) -> tuple[int, int]:
+        from tasks.config import tiling
+
+        return (self.tile_size or tiling().tile_size, self.overlap if self.overlap >= 0 else tiling().overlap)
+
+    def output(self):
+        if self.output_path:
+            return luigi.LocalTarget(self.output_path)
+        ts, ov = self.grid()
+        key = params_key("file", {"model": str(Path(self.model_file).resolve()), "tile_size": ts, "overlap": ov})
+        return luigi.LocalTarget(str(workdir() / "predictions" / key / f"{Path(self.image_path).stem}.tif"))
+
+    def run(self):
+        from rasterio.windows import Window
+
+        from tasks.config import predict
+        from tasks.tiling import open_raster
+
+        cfg = predict()
+        ts, ov = self.grid()
+        predict_fn, info = load_predictor(self.model_file, cfg.precision)
+        Path(self.output().path).parent.mkdir(parents=True, exist_ok=True)
+        with open_raster(self.image_path) as src:
+            check_bands(src.count, info, self.image_path)
+            if src.dtypes[0] != info.get("data", {}).get("dtype", src.dtypes[0]):
+                log.warning("%s: %s pixels, the model was trained on %s", self.image_path, src.dtypes[0],
+                            info["data"]["dtype"])
+            tiles = window_tiles(src.width, src.height, ts, ov)
+            meta = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
+            read_fn = lambda t: np.moveaxis(  # noqa: E731 - one reader thread uses src
+                src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
+            with self.output().temporary_path() as tmp:
+                predict_raster((tiles, read_fn), tmp, meta, predict_fn, 2 ** info["arch"]["depth"], info["mean"],
+                               src.nodata, info["classes"], batch_size=cfg.batch_size, compress=cfg.compress,
+                               progress=_progress(self, Path(self.image_path).name),
+                               tags={"model": str(self.model_file), "precision": info["precision"]})
+
+
+def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.ndarray:
+    """Reference: the image (H, W, bands) predicted in one piece (padded at the bottom/right to
+    ``align``, like the tiles). Memory grows with the image: for checks and small images."""
+    h, w = image.shape[:2]
+    H, W = math.ceil(h / align) * align, math.ceil(w / align) * align
+    out = np.asarray(predict_fn(pad_to(image, H, W, pad_values)[None]), np.float32)[0]
+    return out[:h, :w]

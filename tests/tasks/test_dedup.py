@@ -1,0 +1,344 @@
+import csv
+import io
+import json
+from dataclasses import asdict
+
+import luigi
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rasterio.crs import CRS
+
+from tasks import db
+from tasks.dedup import DeduplicateBorders, check_cores, components, deduplicate
+from tasks.masks import make_mask
+from tasks.polygonize import (pixel_to_geo, polygonize_probabilities, prediction_rows, read_window, run_key,
+                              tile_polygons)
+from tasks.tiling import tile_grid
+
+UTM = Affine(0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0)  # EPSG:32616
+SRID = 32616
+DB_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+_runs = iter(range(10 ** 9))
+
+
+def new_run() -> str:
+    return f"t{next(_runs)}"
+
+
+def tiles_for(w, h, ts, ov):
+    return [asdict(s) for s in tile_grid(w, h, ts, ov)]
+
+
+def store_tile_predictions(conn, run, prob, tiles, three_class=False, order=None, image="img", halo=0):
+    """Polygonize every tile's read window as the Polygonize task does, and COPY the rows."""
+    _, h, w = prob.shape
+    rows = []
+    for t in tiles:
+        c0, r0, ww, hh = win = read_window(t, halo, w, h)
+        polys = tile_polygons(prob[:, r0:r0 + hh, c0:c0 + ww], UTM, t, win, three_class=three_class)
+        rows.append(prediction_rows(run, image, t["tile_id"], SRID, polys, UTM))
+    if order is not None:
+        rows = [rows[i] for i in order]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for r in rows:
+        w.writerows(r)
+    buf.seek(0)
+    with conn.cursor() as cur:
+        cur.copy_expert(db.load_sql("predictions_copy"), buf)
+
+
+def fetch_buildings(conn, run, image="img"):
+    with conn.cursor() as cur:
+        cur.execute("SELECT building_id, score, area_m2, srid, ST_AsBinary(geom_pix), ST_AsBinary(geom), "
+                    "ST_AsBinary(geom_4326), ST_SRID(geom) FROM buildings WHERE run = %s AND image = %s "
+                    "ORDER BY building_id", (run, image))
+        return [(bid, score, area, srid, shapely.from_wkb(bytes(p)), shapely.from_wkb(bytes(g)),
+                 shapely.from_wkb(bytes(g4)), gsrid) for bid, score, area, srid, p, g, g4, gsrid in cur.fetchall()]
+
+
+def tiled_dedup(conn, prob, ts, ov, three_class=False, order=None, halo=0, **kw):
+    run = new_run()
+    _, h, w = prob.shape
+    tiles = tiles_for(w, h, ts, ov)
+    store_tile_predictions(conn, run, prob, tiles, three_class=three_class, order=order, halo=halo)
+    n = deduplicate(conn, run, "img", tiles, UTM, SRID, width=w, height=h, halo_px=halo, **kw)
+    got = fetch_buildings(conn, run)
+    assert n == len(got)
+    return run, tiles, got
+
+
+def assert_same_buildings(got, ref, exact=True, min_iou=0.95):
+    """One-to-one: every reference polygon has exactly one building equal to it."""
+    assert len(got) == len(ref), f"{len(got)} buildings, whole-image polygonization has {len(ref)}"
+    tree = shapely.STRtree(got)
+    used = set()
+    for r in ref:
+        cands = [i for i in tree.query(r) if shapely.intersection(got[i], r).area > 0]
+        best = max(cands, key=lambda i: shapely.intersection(got[i], r).area / shapely.union(got[i], r).area)
+        iou = shapely.intersection(got[best], r).area / shapely.union(got[best], r).area
+        if exact:
+            assert shapely.symmetric_difference(got[best], r).area == 0, (got[best].wkt, r.wkt)
+        else:
+            assert iou >= min_iou, (got[best].wkt, r.wkt, iou)
+        assert best not in used
+        used.add(best)
+
+
+def random_rect_mask(draw_rects, h, w):
+    m = np.zeros((h, w), np.uint8)
+    for x, y, rw, rh in draw_rects:
+        m[y:y + rh, x:x + rw] = 255
+    return m[None]
+
+
+rects = st.lists(st.tuples(st.integers(0, 59), st.integers(0, 47), st.integers(1, 16), st.integers(1, 16)),
+                 min_size=0, max_size=14)
+tilings = st.integers(6, 40).flatmap(lambda ts: st.tuples(st.just(ts), st.sampled_from(
+    sorted({0, 1, 2, ts // 4, ts // 2, ts - 1}))))
+halos = st.sampled_from([0, 0, 1, 3, 8])
+
+
+# ---------------------------------------------------------------- the central property
+
+
+@DB_SETTINGS
+@given(rects, tilings, halos)
+def test_tiled_polygonize_plus_dedup_equals_whole_image(pg, rect_list, tiling, halo):
+    ts, ov = tiling
+    prob = random_rect_mask(rect_list, 48, 60)
+    ref = [p for p, _, _ in polygonize_probabilities(prob, UTM)]
+    _, _, got = tiled_dedup(pg, prob, ts, ov, halo=halo)
+    assert_same_buildings([g[4] for g in got], ref, exact=True)
+    for bid, score, area, srid, pix, geo, g4326, gsrid in got:
+        assert pix.is_valid and pix.geom_type == "Polygon"
+        assert score == pytest.approx(1.0)
+        assert area == pytest.approx(pix.area * 0.25)
+        assert srid == gsrid == SRID
+        assert shapely.symmetric_difference(geo, pixel_to_geo(pix, UTM)).area < 1e-6
+        lon, lat = g4326.centroid.x, g4326.centroid.y
+        assert -85 < lon < -84 and 33 < lat < 34  # Atlanta: lon/lat order, degrees
+    assert sorted(g[0] for g in got) == list(range(1, len(got) + 1))
+    pg.rollback()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rects, tilings, halos)
+def test_min_area_and_simplification_apply_to_whole_buildings(pg, rect_list, tiling, halo):
+    ts, ov = tiling
+    prob = random_rect_mask(rect_list, 48, 60)
+    ref = [p for p, _, _ in polygonize_probabilities(prob, UTM, min_area_m2=3.0)]
+    _, _, got = tiled_dedup(pg, prob, ts, ov, halo=halo, min_area_m2=3.0, simplify_px=1.0)
+    # the area filter sees whole buildings, never fragments: the same buildings as the whole
+    # image; the simplification moves no outline by more than its tolerance (1 px)
+    assert len(got) == len(ref)
+    for r in ref:
+        best = max(got, key=lambda g: shapely.intersection(g[4], r).area)
+        assert shapely.hausdorff_distance(best[4], r) <= 1.0 + 1e-9
+        assert best[4].is_valid and best[2] == pytest.approx(best[4].area * 0.25)
+    pg.rollback()
+
+
+# ---------------------------------------------------------------- dedup properties
+
+
+@DB_SETTINGS
+@given(rects, tilings, halos, st.randoms(use_true_random=False))
+def test_dedup_is_idempotent_and_independent_of_tile_order(pg, rect_list, tiling, halo, rnd):
+    ts, ov = tiling
+    prob = random_rect_mask(rect_list, 48, 60)
+    run, tiles, first = tiled_dedup(pg, prob, ts, ov, halo=halo, simplify_px=0.5)
+    # again on the same predictions: the same buildings (replaced, not added)
+    deduplicate(pg, run, "img", tiles, UTM, SRID, halo_px=halo, simplify_px=0.5)
+    again = fetch_buildings(pg, run)
+    # the same predictions inserted in another tile order (other row ids)
+    order = list(range(len(tiles)))
+    rnd.shuffle(order)
+    _, _, shuffled = tiled_dedup(pg, prob, ts, ov, halo=halo, order=order, simplify_px=0.5)
+    for other in (again, shuffled):
+        assert len(other) == len(first)
+        for a, b in zip(first, other):
+            assert a[0] == b[0]
+            assert a[4].wkb == b[4].wkb  # same vertices in the same order
+            assert a[1] == pytest.approx(b[1])
+    pg.rollback()
+
+
+@pytest.mark.parametrize("halo", [0, 4])
+@pytest.mark.parametrize("overlap", [0, 1, 8, 16])
+@pytest.mark.parametrize("where", ["vertical", "horizontal", "corner"])
+def test_building_split_across_2_or_4_tiles_comes_out_once(pg, overlap, where, halo):
+    ts, w, h = 32, 64, 64
+    tiles = tiles_for(w, h, ts, overlap)
+    core_line = tiles[0]["core_col_off"] + tiles[0]["core_width"]
+    m = np.zeros((h, w), np.uint8)
+    if where == "vertical":
+        box = (core_line - 7, 10, core_line + 5, 20)
+    elif where == "horizontal":
+        box = (10, core_line - 7, 20, core_line + 5)
+    else:
+        box = (core_line - 7, core_line - 6, core_line + 5, core_line + 9)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 255
+    _, _, got = tiled_dedup(pg, m[None], ts, overlap, halo=halo)
+    assert len(got) == 1
+    assert shapely.symmetric_difference(got[0][4], shapely.box(*box)).area == 0
+    pg.rollback()
+
+
+@pytest.mark.parametrize("halo", [0, 4])
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_buildings_a_pixel_apart_across_a_border_stay_separate(pg, overlap, halo):
+    ts, w, h = 32, 64, 40
+    tiles = tiles_for(w, h, ts, overlap)
+    line = tiles[0]["core_col_off"] + tiles[0]["core_width"]
+    m = np.zeros((h, w), np.uint8)
+    m[5:15, line - 6:line] = 255          # ends on the core line
+    m[5:15, line + 1:line + 7] = 255      # starts one pixel after it
+    m[20:30, line - 6:line - 1] = 255     # one pixel before the line
+    m[20:30, line:line + 6] = 255         # starts on it
+    _, _, got = tiled_dedup(pg, m[None], ts, overlap, halo=halo)
+    assert len(got) == 4
+    pg.rollback()
+
+
+@pytest.mark.parametrize("ov, halo", [(16, 0), (16, 8), (0, 8)])
+def test_three_class_split_on_the_core_line_stays_split(pg, ov, halo):
+    """Two houses sharing a wall exactly on the core line between two tiles. (With tiling
+    overlap 0 AND no halo no tile sees across the line; then they would be joined.)"""
+    ts, w, h = 48, 88, 40
+    tiles = tiles_for(w, h, ts, ov)
+    line = tiles[0]["core_col_off"] + tiles[0]["core_width"]
+    houses = [shapely.box(*(UTM * (line - 14, 8)), *(UTM * (line, 24))),
+              shapely.box(*(UTM * (line, 8)), *(UTM * (line + 14, 24)))]
+    mask = make_mask(houses, (h, w), UTM, kind="3class")
+    ref = [p for p, _, _ in polygonize_probabilities(mask, UTM, three_class=True)]
+    assert len(ref) == 2
+    _, _, got = tiled_dedup(pg, mask, ts, ov, three_class=True, halo=halo)
+    assert_same_buildings([g[4] for g in got], ref, exact=False, min_iou=0.9)
+    pg.rollback()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(10, 24), st.integers(10, 24), st.booleans()), min_size=1, max_size=5),
+       st.integers(0, 30), st.sampled_from([(32, 8, 0), (40, 12, 0), (48, 16, 4), (32, 31, 0), (32, 0, 8),
+                                            (40, 0, 6)]))
+def test_three_class_tiled_matches_whole_image(pg, houses, y_shift, tiling):
+    """Row houses (some sharing walls) over tile borders: the same buildings as whole-image
+    polygonization of the same 3-class probabilities (overlap 0 needs the halo)."""
+    ts, ov, halo = tiling
+    polys, x = [], 2
+    for w_, h_, gap in houses:
+        polys.append(shapely.box(*(UTM * (x, 2 + y_shift)), *(UTM * (x + w_, 2 + y_shift + h_))))
+        x += w_ + (3 if gap else 0)
+    shape = (60, x + 2)
+    mask = make_mask(polys, shape, UTM, kind="3class")
+    ref = [p for p, _, _ in polygonize_probabilities(mask, UTM, three_class=True)]
+    _, _, got = tiled_dedup(pg, mask, ts, ov, three_class=True, halo=halo)
+    assert_same_buildings([g[4] for g in got], ref, exact=False, min_iou=0.8)
+    pg.rollback()
+
+
+def test_image_without_predictions_gives_no_buildings(pg):
+    tiles = tiles_for(40, 40, 16, 4)
+    assert deduplicate(pg, "empty", "img", tiles, UTM, SRID, width=40, height=40) == 0
+    pg.rollback()
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_components_label_by_smallest_id():
+    ids, labels = components([(5, 3), (3, 9), (20, 21), (9, 5), (40, 41), (41, 42)])
+    got = dict(zip(ids.tolist(), labels.tolist()))
+    assert got == {3: 3, 5: 3, 9: 3, 20: 20, 21: 20, 40: 40, 41: 40, 42: 40}
+    ids, labels = components([])
+    assert len(ids) == len(labels) == 0
+
+
+def test_check_cores_reports_bad_tilings():
+    good = tiles_for(50, 30, 16, 4)
+    check_cores(good, 50, 30)
+    gap = [dict(t) for t in good]
+    gap[0]["core_width"] -= 1
+    with pytest.raises(ValueError, match="partition the image"):
+        check_cores(gap, 50, 30, source="idx.json")
+    overlap = [dict(t) for t in good]
+    overlap[0]["core_width"] += 1  # into its right neighbour's core...
+    last_of_row = max((t for t in overlap if t["row_off"] == 0), key=lambda t: t["col_off"])
+    last_of_row["core_width"] -= 1  # ...and a gap of the same area at the right edge
+    with pytest.raises(ValueError, match=r"idx.json: core columns \[0, 14\) and \[0, 15\) overlap"):
+        check_cores(overlap, 50, 30, source="idx.json")
+    dup = [dict(t) for t in good] + [dict(good[0])]
+    with pytest.raises(ValueError, match="twice"):
+        check_cores(dup, 50, 30)
+    outside = [dict(t) for t in good]
+    outside[0]["core_col_off"] = outside[0]["col_off"] + outside[0]["width"]
+    with pytest.raises(ValueError, match="not inside its window"):
+        check_cores(outside, 50, 30)
+    same_cell = [dict(t) for t in good]
+    same_cell[1].update({k: good[0][k] for k in ("core_col_off", "core_row_off", "core_width", "core_height",
+                                                    "col_off", "row_off")})
+    with pytest.raises(ValueError, match="overlap"):
+        check_cores(same_cell, 50, 30)
+    with pytest.raises(ValueError, match="lacks core_height"):
+        check_cores([{k: v for k, v in good[0].items() if k != "core_height"}], 50, 30)
+
+
+# ---------------------------------------------------------------- the Luigi task
+
+
+class _File(luigi.ExternalTask):
+    path = luigi.Parameter()
+
+    def output(self):
+        return luigi.LocalTarget(self.path)
+
+
+class _Dedup(DeduplicateBorders):
+    index = luigi.Parameter()
+
+    def requires(self):
+        return {"tiles": _File(path=self.index)}
+
+
+def test_deduplicate_task_writes_buildings_with_marker(pg, tmp_path, luigi_config):
+    luigi_config("polygonize", "simplify_px", "0")
+    luigi_config("polygonize", "min_area_m2", "2")
+    w, h, ts, ov = 70, 50, 24, 6
+    m = np.zeros((h, w), np.uint8)
+    m[3:30, 15:40] = 255   # over several tiles
+    m[40:42, 60:62] = 255  # 1 m²: below the minimum area
+    tiles = tiles_for(w, h, ts, ov)
+    run = run_key()
+    store_tile_predictions(pg, run, m[None], tiles, image="imgA", halo=8)  # [polygonize] halo_px default
+    pg.commit()
+    index = {"width": w, "height": h, "transform": list(UTM)[:6], "crs_wkt": CRS.from_epsg(SRID).to_wkt(),
+             "tiles": tiles}
+    ipath = tmp_path / "index.json"
+    ipath.write_text(json.dumps(index))
+    task = _Dedup(image="imgA", index=str(ipath))
+    assert not task.complete()
+    assert luigi.build([task], local_scheduler=True)
+    assert task.complete()
+    got = fetch_buildings(pg, run, "imgA")
+    assert len(got) == 1
+    assert shapely.symmetric_difference(got[0][4], shapely.box(15, 3, 40, 30)).area == 0
+    task.run()  # rerun: replaced, not duplicated
+    assert len(fetch_buildings(pg, run, "imgA")) == 1
+
+
+def test_deduplicate_task_rejects_a_broken_tile_index(pg, tmp_path):
+    tiles = tiles_for(40, 40, 16, 4)
+    tiles[1]["core_col_off"] += 1
+    ipath = tmp_path / "index.json"
+    ipath.write_text(json.dumps({"width": 40, "height": 40, "transform": list(UTM)[:6],
+                                 "crs_wkt": CRS.from_epsg(SRID).to_wkt(), "tiles": tiles}))
+    with pytest.raises(ValueError, match=str(ipath)):
+        _Dedup(image="imgB", index=str(ipath)).run()
+
