@@ -1,31 +1,39 @@
 """The DAG's entry point: ``luigi --module pipeline RunAll`` (or any task below by name).
 
 Every stage lives in its own module under ``tasks/``; this package re-exports them so
-``luigi --module pipeline <Task>`` works for each.
+``luigi --module pipeline <Task>`` works for each, along with the config sections
+(``--tiling-tile-size``, ``--model-name``, ...).
 """
 import luigi
 
-from tasks.config import data, masks, model, paths, tiling  # noqa: F401  (config sections)
+from tasks.config import data, dedup, masks, model, paths, polygonize, predict, split, tiling, train  # noqa: F401
+from tasks.dedup import DeduplicateBorders
+from tasks.demo import GenerateDemo
+from tasks.evaluate import Evaluate
 from tasks.labels import LoadLabels
 from tasks.masks import MakeMasks
+from tasks.outputs import WriteOutputs, WriteRunOutputs
+from tasks.polygonize import Polygonize
+from tasks.predict import ModelFile, Predict, PredictImage
 from tasks.sources import ImageFile, LabelFile, label_path, list_images
+from tasks.split import SplitDataset
 from tasks.tiling import TileImage
+from tasks.train import TrainModel
 
-try:  # stages that land in later issues
-    from tasks.demo import GenerateDemo  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
-
-__all__ = ["RunAll", "TileImage", "LoadLabels", "MakeMasks", "ImageFile", "LabelFile"]
+__all__ = [
+    "RunAll", "GenerateDemo", "ImageFile", "LabelFile", "TileImage", "LoadLabels", "MakeMasks", "SplitDataset",
+    "TrainModel", "PredictImage", "Predict", "ModelFile", "Polygonize", "DeduplicateBorders", "WriteOutputs",
+    "WriteRunOutputs", "Evaluate",
+]
 
 
 class RunAll(luigi.WrapperTask):
-    """Everything, for every image of the configured dataset (the demo by default)."""
+    """Everything, for every image of the configured dataset (the generated demo by default):
+    buildings and outputs for every image, and the SpaceNet metric for the labelled ones."""
 
     def requires(self):
-        for image in list_images():
-            yield TileImage(image=image)
-            lp = label_path(image)
-            if lp is not None:
-                yield LoadLabels(path=str(lp))
-                yield MakeMasks(image=image)
+        images = list_images()
+        yield WriteRunOutputs(images=images)
+        labelled = [i for i in images if label_path(i) is not None]
+        if labelled:
+            yield Evaluate(images=labelled)

@@ -747,5 +747,94 @@ __all__ = [
     "match_frames",
     "score", "evaluate_frames", "iou_by_building", "per_image_frame", "read_spacenet_csv",
     "read_geojson", "read_geojson_dir", "geojson_files", "input_format", "read_footprints",
-    "default_min_area", "evaluate_files", "result_json", "write_report",
+    "default_min_area", "evaluate_files", "result_json", "write_report", "split_block", "Evaluate",
 ]
+
+
+# ---------------------------------------------------------------- the Luigi task
+
+import luigi  # noqa: E402  (the pure functions above need no Luigi)
+
+
+def split_block(result: dict, images) -> dict:
+    """TP/FP/FN summed over a subset of images, with P/R/F1 recomputed from the sums."""
+    images = set(images)
+    tp = sum(v["tp"] for k, v in result["by_image"].items() if k in images)
+    fp = sum(v["fp"] for k, v in result["by_image"].items() if k in images)
+    fn = sum(v["fn"] for k, v in result["by_image"].items() if k in images)
+    return {"images": sorted(images & set(result["by_image"])), **prf(tp, fp, fn)}
+
+
+class Evaluate(luigi.Task):
+    """The SpaceNet metric of the run's deduplicated buildings against the labels.
+
+    Per image, per AOI and in total, plus per split (train/val/test) so the headline is the
+    test split's F1. Writes ``<workdir>/outputs/<run>/metrics.json`` and ``per_image.csv``.
+    Polygons are compared in each image's CRS; IoU is unit-free, so no area filter applies
+    (the GeoJSON rule) unless ``min_area`` (m²) is set.
+    """
+
+    images = luigi.ListParameter(description="image ids to evaluate")
+    iou = luigi.FloatParameter(default=DEFAULT_IOU)
+    min_area = luigi.FloatParameter(default=0.0, description="m²")
+
+    def requires(self):
+        from tasks.labels import LoadLabels
+        from tasks.outputs import WriteRunOutputs
+        from tasks.sources import label_path
+
+        return {"outputs": WriteRunOutputs(images=list(self.images)),
+                "labels": [LoadLabels(path=str(label_path(i))) for i in self.images if label_path(i)]}
+
+    def output(self):
+        from tasks.outputs import outputs_dir
+
+        tag = "" if (self.iou, self.min_area) == (DEFAULT_IOU, 0.0) else f"_iou{self.iou:g}_min{self.min_area:g}"
+        d = outputs_dir()
+        return {"metrics": luigi.LocalTarget(str(d / f"metrics{tag}.json")),
+                "per_image": luigi.LocalTarget(str(d / f"per_image{tag}.csv"))}
+
+    def run(self):
+        from affine import Affine
+
+        from tasks import db
+        from tasks.labels import source_name
+        from tasks.outputs import read_buildings, read_truth
+        from tasks.polygonize import run_key
+        from tasks.sources import label_path
+        from tasks.tiling import footprint_4326, read_tile_index, window_polygon, TileImage
+
+        run = run_key()
+        t_ids, t_geoms, p_ids, p_geoms, p_conf = [], [], [], [], []
+        with db.connection() as conn:
+            for n, image in enumerate(self.images):
+                index = read_tile_index(TileImage(image=image).output().path)
+                extent = window_polygon(Affine(*index["transform"][:6]), 0, 0, index["width"], index["height"])
+                srid = db.srid_for_crs(conn, index["crs_wkt"])
+                lp = label_path(image)
+                truth = read_truth(conn, [source_name(lp)], extent, srid, footprint_4326(extent, index["crs_wkt"])) if lp else []
+                if not truth:  # the image still counts (its proposals are all FP)
+                    truth = [shapely.Polygon()]
+                t_ids += [image] * len(truth)
+                t_geoms += truth
+                for b in read_buildings(conn, run, image):
+                    p_ids.append(image)
+                    p_geoms.append(b["geom"])
+                    p_conf.append(b["score"])
+                self.set_progress_percentage(int(80 * (n + 1) / len(self.images)))
+        result = evaluate_frames(make_frame(t_ids, t_geoms), make_frame(p_ids, p_geoms, p_conf),
+                                 iou=self.iou, min_area=self.min_area, aoi_of=lambda i: i)
+        try:
+            from tasks.split import split_images
+
+            splits = split_images(list(self.images))
+        except Exception:  # no labelled split configuration: report everything as one split
+            splits = {}
+        result["splits"] = {name: split_block(result, imgs) for name, imgs in splits.items() if imgs}
+        result["splits"]["all"] = split_block(result, self.images)
+        result["run"] = run
+        result["iou_threshold"] = self.iou
+        out = self.output()
+        write_report(result, out["metrics"].path, out["per_image"].path)
+        t = result["splits"].get("test", result["splits"]["all"])
+        self.set_status_message(f"F1 {t['f1']:.3f} (P {t['precision']:.3f}, R {t['recall']:.3f})")
