@@ -1,4 +1,5 @@
--- DeduplicateBorders, step 4: one row per building.
+-- DeduplicateBorders, step 4b: one row per building, into the batch's fresh table {child}
+-- (buildings_partition.sql).
 --   * linked pieces: unioned (their edges on the core lines coincide exactly), collinear
 --     vertices dropped, canonical vertex order;
 --   * unlinked pieces pass through;
@@ -9,7 +10,7 @@
 -- geometries through the image's affine transform. building_id follows the geometry (top to
 -- bottom, left to right), so it depends neither on tile order nor on row ids.
 -- score: the area-weighted mean of the pieces' scores.
-INSERT INTO buildings (run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326)
+INSERT INTO {child} (batch, run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326)
 WITH merged AS MATERIALIZED (
     SELECT ST_Union(p.piece) AS g, sum(p.score * ST_Area(p.piece)) / nullif(sum(ST_Area(p.piece)), 0) AS score
     FROM dedup_pieces p JOIN dedup_comp c ON c.piece_id = p.piece_id
@@ -43,6 +44,6 @@ WITH merged AS MATERIALIZED (
            row_number() OVER (ORDER BY ST_YMin(bb), ST_XMin(bb), ST_YMax(bb), ST_XMax(bb), area, ST_AsEWKB(g)) AS id
     FROM simple
 )
-SELECT %(run)s, %(image)s, id, coalesce(score, 0), area * %(pixel_area)s, %(srid)s, g, geo,
+SELECT %(batch)s, %(run)s, %(image)s, id, coalesce(score, 0), area * %(pixel_area)s, %(srid)s, g, geo,
        ST_Transform(geo, 4326)
 FROM numbered, LATERAL (SELECT ST_SetSRID(ST_Affine(g, %(a)s, %(b)s, %(d)s, %(e)s, %(c)s, %(f)s), %(srid)s) AS geo) x;

@@ -74,8 +74,45 @@ CREATE INDEX IF NOT EXISTS predictions_run_image_idx ON predictions (run, image)
 CREATE INDEX IF NOT EXISTS predictions_geom_pix_gix ON predictions USING gist (geom_pix);
 CREATE INDEX IF NOT EXISTS predictions_geom_gix ON predictions USING gist (geom);
 
+-- buildings: LIST-partitioned by batch, one partition per (run, image). DeduplicateBorders
+-- fills a fresh, index-free table, builds its indexes in bulk (sorted GiST builds) and attaches
+-- it here (sql/buildings_partition.sql, which must keep the same columns and named CHECKs: ATTACH
+-- checks them); a rerun drops the old partition in the same transaction. Queries name the batch
+-- (batch = buildings_batch(run, image)) so that only one partition is read.
+-- The batch key: injective (the run's length first), readable, one definition for SQL and Python.
+CREATE OR REPLACE FUNCTION buildings_batch(run text, image text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT length(run)::text || ':' || run || '|' || image $$;
+
+-- A database made before the partitioning has a plain `buildings` table: dropped when empty;
+-- otherwise kept as `buildings_unpartitioned` (its indexes renamed out of the way) and its
+-- DeduplicateBorders markers deleted, so that the next run recomputes the buildings (from
+-- `predictions`) into the partitioned table.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('buildings') AND relkind = 'r') THEN
+        IF NOT EXISTS (SELECT 1 FROM buildings) THEN
+            DROP TABLE buildings;
+        ELSIF to_regclass('buildings_unpartitioned') IS NOT NULL THEN
+            RAISE EXCEPTION 'buildings is an unpartitioned table from an older schema, and buildings_unpartitioned '
+                            'exists already: move one of them away';
+        ELSE
+            ALTER TABLE buildings RENAME TO buildings_unpartitioned;
+            FOR r IN SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                     WHERE i.indrelid = to_regclass('buildings_unpartitioned') LOOP
+                EXECUTE format('ALTER INDEX %I RENAME TO %I', r.relname, left('unpartitioned_' || r.relname, 63));
+            END LOOP;
+            DELETE FROM table_updates WHERE target_table = 'buildings';
+            RAISE NOTICE 'the unpartitioned buildings table is now buildings_unpartitioned; its markers are '
+                         'deleted, so DeduplicateBorders recomputes the buildings';
+        END IF;
+    END IF;
+END $$;
+
 CREATE TABLE IF NOT EXISTS buildings (
-    id          bigserial PRIMARY KEY,
+    batch       text NOT NULL,                        -- buildings_batch(run, image): the partition key
     run         text NOT NULL,
     image       text NOT NULL,
     building_id integer NOT NULL,
@@ -83,10 +120,12 @@ CREATE TABLE IF NOT EXISTS buildings (
     area_m2     double precision NOT NULL,
     srid        integer NOT NULL,
     geom_pix    geometry(Polygon, 0) NOT NULL,
-    geom        geometry(Polygon) NOT NULL CHECK (ST_SRID(geom) = srid),
+    geom        geometry(Polygon) NOT NULL,
     geom_4326   geometry(Polygon, 4326) NOT NULL,
-    UNIQUE (run, image, building_id)
-);
+    CONSTRAINT buildings_batch_check CHECK (batch = buildings_batch(run, image)),
+    CONSTRAINT buildings_geom_srid_check CHECK (ST_SRID(geom) = srid),
+    PRIMARY KEY (batch, building_id)
+) PARTITION BY LIST (batch);
 CREATE INDEX IF NOT EXISTS buildings_geom_gix ON buildings USING gist (geom);
 CREATE INDEX IF NOT EXISTS buildings_geom_pix_gix ON buildings USING gist (geom_pix);
 CREATE INDEX IF NOT EXISTS buildings_geom_4326_gix ON buildings USING gist (geom_4326);

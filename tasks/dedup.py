@@ -19,7 +19,12 @@ Works in SQL over the ``predictions`` of one (run, image) and writes ``buildings
    scipy's connected components, the labels back with one COPY).
 4. ``buildings_insert``: each component unioned; then per whole building the minimum area
    (m²), the simplification (pixels), the geo geometry (image CRS, via the image's affine
-   transform) and EPSG:4326.
+   transform) and EPSG:4326. The rows go into a fresh table without indexes
+   (``buildings_partition``); its primary key and GiST indexes are then built in bulk
+   (``buildings_index``), the batch's previous partition, if any, is dropped, and the table is
+   attached to the LIST-partitioned ``buildings`` as the partition of the batch
+   ``buildings_batch(run, image)`` (``buildings_attach``). Maintaining three GiST indexes row
+   by row cost ~40 µs a row; bulk (sorted) builds cost a fraction of that.
 
 All thresholds are in pixels or in units of the image CRS, never in degrees. Everything runs
 inside the caller's transaction; the task commits the rows with its marker.
@@ -27,6 +32,7 @@ inside the caller's transaction; the task commits the rows with its marker.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 
@@ -34,7 +40,8 @@ import luigi
 
 from tasks.polygonize import _affine, pixel_area, report, run_key
 
-__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "deduplicate", "DeduplicateBorders"]
+__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "partition_names", "batch_key",
+           "write_buildings", "deduplicate", "DeduplicateBorders"]
 
 TILE_FIELDS = ("tile_id", "col_off", "row_off", "width", "height",
                "core_col_off", "core_row_off", "core_width", "core_height")
@@ -137,6 +144,63 @@ def components(pairs) -> tuple:
     return ids, smallest[lab]
 
 
+def partition_names(batch: str) -> tuple[str, str]:
+    """The two table names the partition of ``batch`` alternates between (a rerun builds the
+    new partition beside the old one, then drops the old): ``buildings_<hash>_0`` and ``_1``,
+    the hash (96 bits of SHA-256) making any run or image name a short, safe identifier."""
+    h = hashlib.sha256(batch.encode("utf-8")).hexdigest()[:24]
+    return f"buildings_{h}_0", f"buildings_{h}_1"
+
+
+def batch_key(conn, run: str, image: str) -> str:
+    """The ``buildings`` partition key of (run, image): SQL ``buildings_batch(run, image)``,
+    defined once, in sql/schema.sql."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT buildings_batch(%s, %s)", (run, image))
+        return cur.fetchone()[0]
+
+
+def write_buildings(conn, params: dict, progress=None) -> int:
+    """Step 4 of :func:`deduplicate` (after the pieces and their components): the buildings of
+    ``params['run']``, ``params['image']`` (and the parameters of sql/buildings_insert.sql)
+    become that batch's partition of ``buildings``, replacing the previous one. Runs in the
+    caller's transaction; returns the number of rows. ``progress(what, fraction)``: optional.
+
+    Nothing locks ``buildings`` until the end (the fill and the index builds work on a table
+    of their own); then the old partition is dropped and the new one attached, which holds
+    ``buildings`` only until the caller commits."""
+    from psycopg2 import sql as psql
+
+    from tasks.db import load_sql
+
+    batch = batch_key(conn, params["run"], params["image"])
+    names = partition_names(batch)
+    with conn.cursor() as cur:
+        cur.execute(load_sql("buildings_partitions"), {"names": list(names)})
+        old = [r[0] for r in cur.fetchall()]
+        child = names[1] if names[0] in old else names[0]
+        ident = {"child": psql.Identifier(child), "bound": psql.Identifier(f"{child}_batch"),
+                 "pkey": psql.Identifier(f"{child}_pkey")}
+        for col in ("geom", "geom_pix", "geom_4326"):
+            ident[f"{col}_gix"] = psql.Identifier(f"{child}_{col}_gix")
+        p = {**params, "batch": batch}
+
+        def run(name):
+            cur.execute(psql.SQL(load_sql(name)).format(**ident), p)
+
+        run("buildings_partition")
+        run("buildings_insert")
+        n = cur.rowcount
+        if progress:
+            progress("indexing buildings", 0.9)
+        cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # the sorts of the index builds
+        run("buildings_index")
+        for name in old:
+            cur.execute(psql.SQL("DROP TABLE {}").format(psql.Identifier(name)))
+        run("buildings_attach")
+        return n
+
+
 def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_area_m2: float = 0.0,
                 simplify_px: float = 0.0, halo_px: int = 0, min_shared_px: float = 1.0,
                 merge_overlap: float = 0.5, width: int | None = None, height: int | None = None,
@@ -183,9 +247,7 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
         cur.copy_expert(load_sql("dedup_components_copy"), buf)
         cur.execute("ANALYZE dedup_comp")
         step("writing buildings", 0.6)
-        cur.execute(load_sql("buildings_delete"), params)
-        cur.execute(load_sql("buildings_insert"), params)
-        return cur.rowcount
+    return write_buildings(conn, params, progress)
 
 
 # ---------------------------------------------------------------- the task
