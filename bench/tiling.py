@@ -16,8 +16,10 @@ included) on the same cached input; ratio = gdal_retile time / ours.
 Memory: the tiler's process tree (the task's process and its worker processes) is sampled every
 50 ms from /proc. Reported peak = the sum over all processes of each one's own peak RSS
 (VmHWM) -- an upper bound on the tree's simultaneous RSS, since pages shared between the
-parent and its forked workers are counted once per process. The sampled peak of the summed
-RSS and of the summed PSS are printed too.
+parent and its forked workers count in every process that maps them. The sampled peak of the summed
+RSS and of the summed PSS are printed too. CPU seconds (user + sys of each process tree) are
+printed beside the wall-clock times: on this shared 2-core machine the wall-clock ratio moves with
+the load of other processes, the CPU ratio much less.
 
     .venv/bin/python bench/tiling.py               # 20000² vs gdal_retile, then 60000²
     .venv/bin/python bench/tiling.py --no-big      # skip the 60000² run

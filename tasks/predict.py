@@ -354,6 +354,54 @@ def check_bands(image_bands: int, info: dict, where) -> None:
         raise ValueError(f"{where}: the image has {image_bands} bands, the model was trained on {want}")
 
 
+def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 4,
+                  precision: str = "auto", compress: str = "zstd", progress=None, predictor=None) -> dict:
+    """PredictImage's work: the tiles of ``index_path`` (TileImage's index.json) through a model
+    file (or, with ``mask_index_path``, the oracle: the mask tiles) into ``out_path``.
+    ``predictor``: an already loaded ``(predict_fn, info)`` (benchmarks)."""
+    from rasterio.crs import CRS
+
+    from tasks.tiling import read_tile_index
+    from tasks.train import read_array
+
+    tpath = Path(index_path)
+    index = read_tile_index(tpath)
+    tiles = index["tiles"]
+    meta = {"width": index["width"], "height": index["height"], "crs": CRS.from_wkt(index["crs_wkt"]),
+            "transform": index["transform"]}
+    if mask_index_path is not None:
+        mpath = Path(mask_index_path)
+        mindex = read_tile_index(mpath)
+        by_id = {m["tile_id"]: mpath.parent / m["path"] for m in mindex["tiles"]}
+        missing = [t["tile_id"] for t in tiles if t["tile_id"] not in by_id]
+        if missing:
+            raise ValueError(f"{mpath}: no mask for tiles {missing[:5]} of {tpath}")
+        names = mindex.get("bands") or (["footprint"] if mindex.get("kind") == "footprint"
+                                        else ["footprint", "boundary", "contact"])
+
+        def read_fn(t):
+            return read_array(by_id[t["tile_id"]])
+
+        def predict_fn(x):
+            return x * np.float32(1 / 255)
+
+        align, pad, nodata = 1, 0.0, None
+        tags = {"model": "oracle", "masks": str(mpath)}
+    else:
+        predict_fn, info = predictor or load_predictor(model_path, precision)
+        check_bands(index["count"], info, tpath)
+        names = info["classes"]
+        align = 2 ** info["arch"]["depth"]
+        pad, nodata = info["mean"], index.get("nodata")
+
+        def read_fn(t):
+            return read_array(tpath.parent / t["path"])
+
+        tags = {"model": str(model_path), "precision": info["precision"]}
+    return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
+                          batch_size=batch_size, compress=compress, progress=progress, tags=tags)
+
+
 # ---------------------------------------------------------------- the tasks
 
 
@@ -406,43 +454,15 @@ class PredictImage(luigi.Task):
         return luigi.LocalTarget(str(workdir() / "predictions" / prediction_key() / f"{self.image}.tif"))
 
     def run(self):
-        from rasterio.crs import CRS
-
         from tasks.config import predict
-        from tasks.tiling import read_tile_index
-        from tasks.train import read_array
 
         cfg = predict()
-        tpath = Path(self.input()["tiles"].path)
-        index = read_tile_index(tpath)
-        tiles = index["tiles"]
-        meta = {"width": index["width"], "height": index["height"], "crs": CRS.from_wkt(index["crs_wkt"]),
-                "transform": index["transform"]}
-        if "masks" in self.input():
-            mpath = Path(self.input()["masks"].path)
-            mindex = read_tile_index(mpath)
-            by_id = {m["tile_id"]: mpath.parent / m["path"] for m in mindex["tiles"]}
-            missing = [t["tile_id"] for t in tiles if t["tile_id"] not in by_id]
-            if missing:
-                raise ValueError(f"{mpath}: no mask for tiles {missing[:5]}")
-            names = mindex.get("bands") or (["footprint"] if mindex.get("kind") == "footprint"
-                                            else ["footprint", "boundary", "contact"])
-            read_fn = lambda t: read_array(by_id[t["tile_id"]])  # noqa: E731
-            predict_fn, align, pad, nodata = (lambda x: x * np.float32(1 / 255)), 1, 0.0, None
-            tags = {"model": "oracle", "masks": str(mpath)}
-        else:
-            model_path = self.input()["model"].path
-            predict_fn, info = load_predictor(model_path, cfg.precision)
-            check_bands(index["count"], info, tpath)
-            names = info["classes"]
-            align = 2 ** info["arch"]["depth"]
-            pad, nodata = info["mean"], index.get("nodata")
-            read_fn = lambda t: read_array(tpath.parent / t["path"])  # noqa: E731
-            tags = {"model": str(model_path), "precision": info["precision"]}
+        inputs = self.input()
         with self.output().temporary_path() as tmp:
-            stats = predict_raster((tiles, read_fn), tmp, meta, predict_fn, align, pad, nodata, names,
-                                   batch_size=cfg.batch_size, compress=cfg.compress,
-                                   progress=_progress(self, self.image), tags=tags)
+            stats = predict_image(inputs["tiles"].path, tmp, model_path=inputs["model"].path if "model" in inputs else None,
+                                  mask_index_path=inputs["masks"].path if "masks" in inputs else None,
+                                  batch_size=cfg.batch_size, precision=cfg.precision, compress=cfg.compress,
+                                  progress=_progress(self, self.image))
         self.set_status_message(f"{stats['tiles']} tiles in {stats['seconds']:.1f} s "
                                 f"({stats['tiles'] / max(stats['seconds'], 1e-9):.2f} tiles/s)")
 

@@ -1,0 +1,117 @@
+"""Benchmark TrainModel's input pipeline: training steps/s streaming tiles from disk against the
+same steps on arrays already in memory.
+
+Input (generated once, cached under bench/_out/training/): the 2048² scene of bench/inference.py
+cut into TileImage's 512 px tiles (overlap 64), and a 3-band 0/255 mask tile for each (the
+scene's rectangles), like MakeMasks writes.
+
+- **Pipeline**: ``tasks.train.TileDataset`` (a ``keras.utils.PyDataset``: worker threads read
+  the GeoTIFF tiles, cut random crops, augment them with flips/rot90/brightness/contrast; LRU
+  cache of decoded tiles) into ``model.fit`` -- exactly what ``train_model`` does.
+- **Peer**: ``model.fit`` on NumPy arrays holding the same number of crops, preloaded.
+
+Same model (``[train]`` defaults: U-Net, filters, batch norm, precision), same crop and batch
+size, same number of steps; a first epoch of each warms up (tracing). Best of ``--repeat``.
+
+    .venv/bin/python bench/training.py [--steps 30] [--repeat 2] [--cache-mb 1024]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+OUT = REPO / "bench" / "_out" / "training"
+
+
+def prepare():
+    """Tiles and mask tiles of the cached scene -> training items."""
+    import rasterio
+
+    import inference
+    from tasks.tiling import tile_grid, write_tiles
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    scene = inference.OUT / f"scene_{inference.SIZE}.tif"
+    if not scene.exists():
+        inference.OUT.mkdir(parents=True, exist_ok=True)
+        inference.make_scene(scene)
+    tdir, mdir = OUT / "tiles", OUT / "masks"
+    specs = tile_grid(inference.SIZE, inference.SIZE, inference.TILE, inference.OVERLAP)
+    if not (mdir / f"{specs[-1].tile_id}.tif").exists():
+        tdir.mkdir(exist_ok=True)
+        mdir.mkdir(exist_ok=True)
+        write_tiles(scene, tdir, specs, compress="zstd", workers=1)
+        for s in specs:
+            with rasterio.open(tdir / f"{s.tile_id}.tif") as src:
+                img, prof = src.read(), src.profile
+            fp = (np.ptp(img, axis=0) > 40) | (img.mean(0) < 90)  # the rectangles' pixels
+            m = np.stack([fp, np.zeros_like(fp), np.zeros_like(fp)]).astype(np.uint8) * 255
+            prof.update(count=3, compress="deflate", predictor=1)
+            with rasterio.open(mdir / f"{s.tile_id}.tif", "w", **prof) as dst:
+                dst.write(m)
+    return [{"tile": str(tdir / f"{s.tile_id}.tif"), "mask": str(mdir / f"{s.tile_id}.tif"),
+             "width": s.width, "height": s.height} for s in specs]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--cache-mb", type=int, default=None, help="default: [train] cache_mb")
+    args = ap.parse_args(argv)
+
+    from models import alignment
+    from tasks.train import (Augment, TileCache, TileDataset, TrainParams, band_statistics, build_model_for,
+                             compile_model, effective_crop, make_optimizer, resolve_precision)
+
+    items = prepare()
+    p = TrainParams.from_config()
+    policy = resolve_precision(p.precision)
+    crop = effective_crop(p.crop_size, [(it["height"], it["width"]) for it in items], alignment(p.depth))
+    cache = TileCache((p.cache_mb if args.cache_mb is None else args.cache_mb) * 2 ** 20)
+    mean, std = band_statistics(cache.get(it["tile"])[::4, ::4] for it in items)
+    steps, b = args.steps, p.batch_size
+    ds = TileDataset(items, b, crop, True, p.seed, steps * b, Augment(p.flips, p.rotations, p.brightness, p.contrast),
+                     mean, std, None, (0, 255), cache=cache, workers=p.workers)
+    mem_x, mem_y = (np.concatenate(a) for a in zip(*(ds[i] for i in range(steps))))
+    model = build_model_for(3, 3, p, policy, mean, std, None, {})
+    compile_model(model, make_optimizer(p, steps * 10, policy), p.loss, p.class_weights)
+    print(f"# {len(items)} tiles; unet depth {p.depth}, {p.base_filters} filters, batchnorm {p.batchnorm}, "
+          f"{policy}; {steps} steps of {b} x {crop}² crops, {p.workers} reader threads, "
+          f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}", flush=True)
+
+    def pipeline():
+        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+
+    def memory():
+        model.fit(mem_x, mem_y, batch_size=b, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+
+    pipeline()  # warm-up: tracing, and the cache filling
+    memory()
+    t_pipe, t_mem = [], []
+    for _ in range(args.repeat):  # interleaved, so a change of machine load hits both
+        t = time.perf_counter()
+        pipeline()
+        t_pipe.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        memory()
+        t_mem.append(time.perf_counter() - t)
+    sp, sm = steps / min(t_pipe), steps / min(t_mem)
+    print(f"# pipeline {sp:.2f} steps/s, in-memory {sm:.2f} steps/s "
+          f"({sm * b * crop * crop / 1e6:.2f} Mpx/s trained)", flush=True)
+    print(f"training steps/s, tile pipeline vs in-memory arrays: {sp / sm:.2f}x (goal >= 0.9x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
