@@ -21,6 +21,7 @@ setup(
         "psycopg2-binary>=2.9",
         "geopandas>=0.14",
         "pyogrio>=0.7",
+        "msgspec>=0.18",  # tasks/labels.py: fast GeoJSON parsing (raw JSON fields)
         "pandas>=2.0",
         "numpy>=1.24",
         "scipy>=1.10",

@@ -5,8 +5,9 @@
 -- ST_Transform is a no-op when the label file is already in the image CRS: no round trip.
 -- Speed (bench/labels.py): the probes are MATERIALIZED so each is computed once per tile (an
 -- inlined CTE recomputes it for every label it is tested against); the GROUP BY runs over narrow
--- (label id, tile id) rows and each label's geometry is transformed once afterwards; JIT is off
--- for the rest of the caller's transaction, as compiling this query costs more than it saves.
+-- (label key, tile id) rows (the key of `labels`: source, feature_index) and each label's
+-- geometry is transformed once afterwards; JIT is off for the rest of the caller's
+-- transaction, as compiling this query costs more than it saves.
 SET LOCAL jit = off;
 WITH t AS MATERIALIZED (
     SELECT tile_id, srid,
@@ -15,12 +16,13 @@ WITH t AS MATERIALIZED (
     FROM tiles
     WHERE image = %(image)s AND tiling = %(tiling)s
 ), hits AS (
-    SELECT l.id, min(t.srid) AS srid, array_agg(t.tile_id) AS tile_ids
+    SELECT l.source, l.feature_index, min(t.srid) AS srid, array_agg(t.tile_id) AS tile_ids
     FROM t
     JOIN labels l ON ST_Intersects(l.geom_4326, t.probe)
     WHERE l.source = ANY(%(sources)s)
-    GROUP BY l.id
+    GROUP BY l.source, l.feature_index
 )
 SELECT ST_AsBinary(ST_Transform(l.geom, h.srid)) AS wkb, h.tile_ids
 FROM hits h
-JOIN labels l ON l.id = h.id;
+JOIN labels l ON l.source = h.source AND l.feature_index = h.feature_index
+WHERE l.source = ANY(%(sources)s);

@@ -1,27 +1,33 @@
 """PredictImage: per-tile inference stitched into one georeferenced probability GeoTIFF.
 
-How tiles become one seamless image: every tile is predicted on its whole window and only its
-**core** is kept (cores partition the image, the boundary lies in the middle of each overlap),
-so each output pixel comes from the tile where it is farthest from a tile edge. A U-Net with
-``depth`` poolings computes the same value for a pixel in a tile as in the whole image only
-if the tile starts on the same ``2**depth`` pooling grid, so a tile whose offset is off that
-grid (the shifted last row/column) is cropped on its leading side to the next grid line
-(:func:`plan_tile`) and every input is padded to one common multiple-of-``2**depth`` shape
-(one traced shape, and the padding standardises to 0 like the convolutions' zero padding).
-With an overlap of at least twice the network's effective reach, tiled and whole-image
-predictions agree to float rounding (tests/tasks/test_predict.py measures it).
+How tiles become one seamless image: every tile **core** (cores partition the image, the
+boundary in the middle of each overlap) is taken from a prediction of a window around it, so
+each output pixel is predicted exactly once, where it is farthest from a window edge. Two ways
+to get the window (``[predict] context``):
 
-Output ``<workdir>/predictions/<model key>/<image>.tif``: uint8 ``round(255 * p)``, one band
-per head channel (footprint[, boundary, contact]), the image's size, transform and CRS,
-tiled and compressed, written in row strips through :class:`MosaicWriter` as tiles arrive, so
-memory stays bounded by a few tile rows whatever the image size. Reading, inference and
-writing overlap in three threads.
+- ``auto`` (default): the core plus the network's receptive margin (107 px for depth 4) on every
+  side, read from the source image (:func:`context_windows`). Nothing outside that margin can
+  change a pixel, so the mosaic equals the whole-image prediction exactly, whatever the
+  tiling's overlap; windows are uniform, on the pooling grid, and only padded where the whole
+  image is (its own alignment padding at the right/bottom border).
+- ``0``: the tile files as they are (the core keeps overlap/2 px of context; exact only if
+  the overlap is at least twice the network's reach, fastest). A tile off the ``2**depth``
+  pooling grid (the shifted last row/column) is cropped on its leading side onto the grid
+  (:func:`plan_tile`), otherwise the pooling sees other pixel groups than in the whole image.
 
-``[model] name = oracle``: the same path with the rasterized labels (mask tiles) as the
-"prediction", which must reproduce the ground truth exactly downstream.
+Output ``<workdir>/predictions/<model key>-ctx<context>/<image>.tif``: uint8 ``round(255 p)``, one
+band per head channel (footprint[, boundary, contact]), the image's size, transform and CRS,
+tiled and compressed, written in row strips through :class:`MosaicWriter` as cores arrive, so
+memory stays bounded by a few tile rows whatever the image size. Reading, inference and writing
+overlap in three threads; BatchNorm is folded into the convolutions and the dtype policy is
+``[predict] precision`` (bf16 on CPUs with AMX/AVX512-BF16 and on GPUs).
+
+``[model] name = oracle``: the same stitching path with the mask tiles (the rasterized labels)
+as the "prediction", which must reproduce the ground truth exactly downstream.
 
 ``Predict``: the inference-only entry for new imagery and a trained model file:
 ``luigi --module tasks.predict Predict --model-file m.keras --image-path new.tif --local-scheduler``
+(also ``--module pipeline`` once re-exported there).
 """
 from __future__ import annotations
 
@@ -87,6 +93,30 @@ def input_shape(tiles, align: int) -> tuple[int, int]:
     h = max(t["height"] for t in tiles)
     w = max(t["width"] for t in tiles)
     return math.ceil(h / align) * align, math.ceil(w / align) * align
+
+
+def context_windows(tiles, width: int, height: int, context: int, align: int) -> list[dict]:
+    """Inference windows that give every tile core at least ``context`` pixels of real image on
+    each side (less only at the image border), so that with ``context`` >= the network's reach
+    the stitched result equals the whole-image prediction whatever the tiling's overlap.
+
+    All windows have one size (a multiple of ``align``) and start on the ``align`` grid; a window
+    that would pass the image's last ``align`` block is moved back inside, so the only padding
+    any input gets is the whole image's own alignment padding at the right/bottom border. Each
+    dict keeps the tile's id and core; its window (col_off, row_off, width, height) is new."""
+    def axis(offs, sizes, n):
+        n_pad = math.ceil(n / align) * align
+        size = min(n_pad, math.ceil((max(sizes) + 2 * context + align - 1) / align) * align)
+        out = []
+        for off in offs:
+            start = max(0, (off - context) // align * align)
+            start = max(0, min(start, n_pad - size))
+            out.append((start, min(size, n - start)))
+        return out
+
+    xs = axis([t["core_col_off"] for t in tiles], [t["core_width"] for t in tiles], width)
+    ys = axis([t["core_row_off"] for t in tiles], [t["core_height"] for t in tiles], height)
+    return [{**t, "col_off": x[0], "width": x[1], "row_off": y[0], "height": y[1]} for t, x, y in zip(tiles, xs, ys)]
 
 
 def pad_to(arr: np.ndarray, h: int, w: int, values) -> np.ndarray:
@@ -355,9 +385,14 @@ def check_bands(image_bands: int, info: dict, where) -> None:
 
 
 def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 4,
-                  precision: str = "auto", compress: str = "zstd", progress=None, predictor=None) -> dict:
+                  precision: str = "auto", compress: str = "zstd", progress=None, predictor=None,
+                  context: int | str = 0, source=None) -> dict:
     """PredictImage's work: the tiles of ``index_path`` (TileImage's index.json) through a model
     file (or, with ``mask_index_path``, the oracle: the mask tiles) into ``out_path``.
+
+    ``context``: 0 predicts each tile file as it is (its core keeps overlap/2 pixels of context);
+    N > 0 or ``"auto"`` (the network's receptive margin, exact) reads each core plus N pixels
+    around it from the source image (``source``, default the index's ``source``) instead.
     ``predictor``: an already loaded ``(predict_fn, info)`` (benchmarks)."""
     from rasterio.crs import CRS
 
@@ -398,16 +433,61 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
             return read_array(tpath.parent / t["path"])
 
         tags = {"model": str(model_path), "precision": info["precision"]}
+        if context == "auto":
+            from models import receptive_margin
+
+            context = receptive_margin(info["arch"]["depth"])
+        if int(context) > 0:
+            source = source or index.get("source")
+            if not source:
+                raise ValueError(f"{tpath}: [predict] context needs the source image, which the index does not name")
+            tiles = context_windows(tiles, index["width"], index["height"], int(context), align)
+            return _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names,
+                                        batch_size, compress, progress, {**tags, "context": str(context)},
+                                        (index["width"], index["height"], index["count"]))
     return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
                           batch_size=batch_size, compress=compress, progress=progress, tags=tags)
+
+
+def _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names, batch_size,
+                         compress, progress, tags, shape) -> dict:
+    """Windows read straight from the source raster (one reader thread uses the dataset)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(source) as src:
+        if (src.width, src.height, src.count) != shape:
+            raise ValueError(f"{source}: {src.width}x{src.height}x{src.count}, but its tile index describes "
+                             f"{shape[0]}x{shape[1]}x{shape[2]} (re-run TileImage)")
+
+        def read_fn(t):
+            return np.moveaxis(src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
+
+        return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
+                              batch_size=batch_size, compress=compress, progress=progress, tags=tags)
 
 
 # ---------------------------------------------------------------- the tasks
 
 
+def parse_context(value) -> int | str:
+    """``[predict] context``: ``auto`` or a number of pixels >= 0."""
+    v = str(value).strip().lower()
+    if v == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError(f"[predict] context must be 'auto' or pixels >= 0, got {value!r}") from None
+    if n < 0:
+        raise ValueError(f"[predict] context must be 'auto' or pixels >= 0, got {value!r}")
+    return n
+
+
 def prediction_key() -> str:
-    """Directory of the predictions: the model's key, or ``oracle-<tiling>-<mask kind>``."""
-    from tasks.config import model
+    """Directory of the predictions: ``<model key>-ctx<context>``, or
+    ``oracle-<tiling>-<mask kind>`` (the oracle is exact with any tiling and context)."""
+    from tasks.config import model, predict
 
     if model().name == "oracle":
         from tasks.masks import mask_key
@@ -415,7 +495,7 @@ def prediction_key() -> str:
         return f"oracle-{tiling_key()}-{mask_key()}"
     from tasks.train import model_key
 
-    return model_key()
+    return f"{model_key()}-ctx{parse_context(predict().context)}"
 
 
 def _progress(task, label):
@@ -462,7 +542,7 @@ class PredictImage(luigi.Task):
             stats = predict_image(inputs["tiles"].path, tmp, model_path=inputs["model"].path if "model" in inputs else None,
                                   mask_index_path=inputs["masks"].path if "masks" in inputs else None,
                                   batch_size=cfg.batch_size, precision=cfg.precision, compress=cfg.compress,
-                                  progress=_progress(self, self.image))
+                                  progress=_progress(self, self.image), context=parse_context(cfg.context))
         self.set_status_message(f"{stats['tiles']} tiles in {stats['seconds']:.1f} s "
                                 f"({stats['tiles'] / max(stats['seconds'], 1e-9):.2f} tiles/s)")
 
@@ -512,8 +592,11 @@ class Predict(luigi.Task):
     def output(self):
         if self.output_path:
             return luigi.LocalTarget(self.output_path)
+        from tasks.config import predict
+
         ts, ov = self.grid()
-        key = params_key("file", {"model": str(Path(self.model_file).resolve()), "tile_size": ts, "overlap": ov})
+        key = params_key("file", {"model": str(Path(self.model_file).resolve()), "tile_size": ts, "overlap": ov,
+                                  "context": str(parse_context(predict().context))})
         return luigi.LocalTarget(str(workdir() / "predictions" / key / f"{Path(self.image_path).stem}.tif"))
 
     def run(self):
@@ -531,15 +614,24 @@ class Predict(luigi.Task):
             if src.dtypes[0] != info.get("data", {}).get("dtype", src.dtypes[0]):
                 log.warning("%s: %s pixels, the model was trained on %s", self.image_path, src.dtypes[0],
                             info["data"]["dtype"])
+            align = 2 ** info["arch"]["depth"]
             tiles = window_tiles(src.width, src.height, ts, ov)
+            context = parse_context(cfg.context)
+            if context == "auto":
+                from models import receptive_margin
+
+                context = receptive_margin(info["arch"]["depth"])
+            if context > 0:
+                tiles = context_windows(tiles, src.width, src.height, context, align)
             meta = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
             read_fn = lambda t: np.moveaxis(  # noqa: E731 - one reader thread uses src
                 src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
             with self.output().temporary_path() as tmp:
-                predict_raster((tiles, read_fn), tmp, meta, predict_fn, 2 ** info["arch"]["depth"], info["mean"],
+                predict_raster((tiles, read_fn), tmp, meta, predict_fn, align, info["mean"],
                                src.nodata, info["classes"], batch_size=cfg.batch_size, compress=cfg.compress,
                                progress=_progress(self, Path(self.image_path).name),
-                               tags={"model": str(self.model_file), "precision": info["precision"]})
+                               tags={"model": str(self.model_file), "precision": info["precision"],
+                                     "context": str(context)})
 
 
 def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.ndarray:

@@ -93,7 +93,7 @@ def block_assignment(bx: int, by: int, seed: int, val_fraction: float, test_frac
 def window_bounds(transform, width: int, height: int) -> tuple[float, float, float, float]:
     """(minx, miny, maxx, maxy) of a window with the given affine transform."""
     t = Affine(*transform[:6]) if not isinstance(transform, Affine) else transform
-    xs, ys = zip(*[t * c for c in ((0, 0), (width, 0), (width, height), (0, height))])
+    xs, ys = zip(*[t @ c for c in ((0, 0), (width, 0), (width, height), (0, height))])
     return min(xs), min(ys), max(xs), max(ys)
 
 

@@ -157,6 +157,7 @@ class Augment:
     rotations: bool = True
     brightness: float = 0.1   # shift, in band standard deviations
     contrast: float = 0.1     # relative scale around the band mean
+    color: float = 0.0        # extra shift drawn per band, in band standard deviations
 
 
 def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, aug: Augment,
@@ -166,12 +167,12 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     random values, so the stream stays aligned whatever the options."""
     k, fh, fv = int(rng.integers(4)), rng.random() < 0.5, rng.random() < 0.5
     c = 1.0 + rng.uniform(-1, 1) * aug.contrast
-    b = rng.uniform(-1, 1) * aug.brightness
+    b = rng.uniform(-1, 1) * aug.brightness + rng.uniform(-1, 1, image.shape[-1]) * aug.color
     img = image.astype(np.float32)
-    if aug.contrast or aug.brightness:
+    if aug.contrast or aug.brightness or aug.color:
         m = np.asarray(mean if mean is not None else img.reshape(-1, img.shape[-1]).mean(0), np.float32)
         sd = np.asarray(std if std is not None else 1.0, np.float32)
-        new = (img - m) * np.float32(c) + m + np.float32(b) * sd
+        new = (img - m) * np.float32(c) + m + b.astype(np.float32) * sd
         if value_range is not None:
             new = np.clip(new, value_range[0], value_range[1])
         if nodata is not None:
@@ -344,13 +345,15 @@ def load_batches(items, crop: int, limit: int | None = None) -> tuple[np.ndarray
 
 @dataclass
 class TrainParams:
+    """Training hyper-parameters; the defaults are ``[train]``'s (see tasks/config.py)."""
+
     depth: int = 4
-    base_filters: int = 32
-    batchnorm: bool = True
-    epochs: int = 30
-    batch_size: int = 8
+    base_filters: int = 16
+    batchnorm: bool = False
+    epochs: int = 15
+    batch_size: int = 4
     crop_size: int = 256
-    samples_per_epoch: int = 0
+    samples_per_epoch: int = 400
     learning_rate: float = 2e-3
     loss: str = "bce+jaccard"
     warmup_loss: str = "bce"
@@ -360,6 +363,7 @@ class TrainParams:
     rotations: bool = True
     brightness: float = 0.1
     contrast: float = 0.1
+    color: float = 0.25
     patience: int = 8
     seed: int = 0
     # how the run executes (no effect on the result beyond float rounding)
@@ -377,7 +381,7 @@ class TrainParams:
         return cls(depth=t.depth, base_filters=t.base_filters, batchnorm=t.batchnorm, epochs=t.epochs, batch_size=t.batch_size,
                    crop_size=t.crop_size, samples_per_epoch=t.samples_per_epoch, learning_rate=t.learning_rate,
                    loss=t.loss, warmup_loss=t.warmup_loss, warmup_epochs=t.warmup_epochs, class_weights=cw,
-                   flips=t.flips, rotations=t.rotations, brightness=t.brightness, contrast=t.contrast,
+                   flips=t.flips, rotations=t.rotations, brightness=t.brightness, contrast=t.contrast, color=t.color,
                    patience=t.patience, seed=t.seed, precision=t.precision, workers=t.workers,
                    cache_mb=t.cache_mb)
 
@@ -563,7 +567,13 @@ def build_model_for(bands: int, n_classes: int, params: TrainParams, policy: str
 def make_optimizer(params: TrainParams, total_steps: int, policy: str):
     import keras
 
-    lr = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(1, total_steps), alpha=0.05)
+    # linear warm-up over the first steps (a full-size first Adam step can kill every ReLU of a
+    # network without batch norm: all-background, IoU 0 for good), then cosine decay
+    warmup = min(100, total_steps // 10)
+    lr = keras.optimizers.schedules.CosineDecay(0.0 if warmup else params.learning_rate,
+                                                decay_steps=max(1, total_steps - warmup), alpha=0.05,
+                                                warmup_target=params.learning_rate if warmup else None,
+                                                warmup_steps=warmup)
     opt = keras.optimizers.Adam(learning_rate=lr)
     if policy == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
@@ -671,7 +681,7 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     val_crop = effective_crop(0, [(it["height"], it["width"]) for it in val_items], align) if val_items else None
     steps = max(1, samples // batch_size)
     cache = TileCache(params.cache_mb * 2 ** 20)
-    aug = Augment(params.flips, params.rotations, params.brightness, params.contrast)
+    aug = Augment(params.flips, params.rotations, params.brightness, params.contrast, params.color)
     train_ds = TileDataset(train_items, batch_size, crop, True, params.seed, samples, aug, mean, std, meta["nodata"],
                            dtype_range(meta["dtype"]), initial_epoch=state["epoch"], cache=cache,
                            workers=params.workers)

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import threading
 from dataclasses import asdict
 
 import luigi
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 
 from tasks import db
-from tasks.dedup import DeduplicateBorders, check_cores, components, deduplicate
+from tasks.dedup import DeduplicateBorders, batch_key, check_cores, components, deduplicate, partition_names
 from tasks.masks import make_mask
 from tasks.polygonize import (pixel_to_geo, polygonize_probabilities, prediction_rows, read_window, run_key,
                               tile_polygons)
@@ -56,8 +57,9 @@ def store_tile_predictions(conn, run, prob, tiles, three_class=False, order=None
 def fetch_buildings(conn, run, image="img"):
     with conn.cursor() as cur:
         cur.execute("SELECT building_id, score, area_m2, srid, ST_AsBinary(geom_pix), ST_AsBinary(geom), "
-                    "ST_AsBinary(geom_4326), ST_SRID(geom) FROM buildings WHERE run = %s AND image = %s "
-                    "ORDER BY building_id", (run, image))
+                    "ST_AsBinary(geom_4326), ST_SRID(geom) FROM buildings "
+                    "WHERE batch = buildings_batch(%(run)s, %(image)s) AND run = %(run)s AND image = %(image)s "
+                    "ORDER BY building_id", {"run": run, "image": image})
         return [(bid, score, area, srid, shapely.from_wkb(bytes(p)), shapely.from_wkb(bytes(g)),
                  shapely.from_wkb(bytes(g4)), gsrid) for bid, score, area, srid, p, g, g4, gsrid in cur.fetchall()]
 
@@ -160,6 +162,7 @@ def test_dedup_is_idempotent_and_independent_of_tile_order(pg, rect_list, tiling
     order = list(range(len(tiles)))
     rnd.shuffle(order)
     _, _, shuffled = tiled_dedup(pg, prob, ts, ov, halo=halo, order=order, simplify_px=0.5)
+    assert partitions_of(pg, run, "img") == [partition_names(batch_key(pg, run, "img"))[1]]
     for other in (again, shuffled):
         assert len(other) == len(first)
         for a, b in zip(first, other):
@@ -250,6 +253,220 @@ def test_image_without_predictions_gives_no_buildings(pg):
     pg.rollback()
 
 
+# ---------------------------------------------------------------- the partitioned buildings table
+
+
+def partitions_of(conn, run, image):
+    """The partitions of `buildings` whose bound is the batch of (run, image)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                    "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'buildings'::regclass")
+        rows = cur.fetchall()
+        cur.execute("SELECT format('FOR VALUES IN (%%L)', buildings_batch(%s, %s))", (run, image))
+        bound = cur.fetchone()[0]
+    return sorted(name for name, b in rows if b == bound)
+
+
+def index_layout(conn, table):
+    """{index: the partitioned index it is attached to, or None} for the indexes of a table."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT c.relname, p.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+                    "LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent "
+                    "WHERE x.indrelid = %s::regclass", (table,))
+        return dict(cur.fetchall())
+
+
+def two_images(conn, run):
+    """Predictions of two 64 x 48 images (buildings across tile borders) in `run`; their tiles."""
+    tiles = tiles_for(64, 48, 24, 6)
+    for image, boxes in (("img", [(3, 4, 30, 20), (40, 30, 60, 44)]), ("img2", [(10, 10, 50, 40)])):
+        m = np.zeros((48, 64), np.uint8)
+        for x0, y0, x1, y1 in boxes:
+            m[y0:y1, x0:x1] = 255
+        store_tile_predictions(conn, run, m[None], tiles, image=image, halo=2)
+    return tiles
+
+
+def test_rerun_replaces_the_partition_and_never_duplicates(pg):
+    run = new_run()
+    tiles = two_images(pg, run)
+    kw = dict(width=64, height=48, halo_px=2)
+    assert deduplicate(pg, run, "img", tiles, UTM, SRID, **kw) == 2
+    assert deduplicate(pg, run, "img2", tiles, UTM, SRID, **kw) == 1
+    pg.commit()
+    first, other = fetch_buildings(pg, run), fetch_buildings(pg, run, "img2")
+    names = partition_names(batch_key(pg, run, "img"))
+    assert partitions_of(pg, run, "img") == [names[0]]
+    # each partition carries the primary key and the three GiST indexes, attached to the parent's
+    assert index_layout(pg, names[0]) == {f"{names[0]}_pkey": "buildings_pkey",
+                                          f"{names[0]}_geom_gix": "buildings_geom_gix",
+                                          f"{names[0]}_geom_pix_gix": "buildings_geom_pix_gix",
+                                          f"{names[0]}_geom_4326_gix": "buildings_geom_4326_gix"}
+    for attempt in range(3):  # reruns, committed: the partition alternates between two names
+        assert deduplicate(pg, run, "img", tiles, UTM, SRID, **kw) == 2
+        pg.commit()
+        assert partitions_of(pg, run, "img") == [names[(attempt + 1) % 2]]
+        assert sorted(index_layout(pg, names[(attempt + 1) % 2]).values()) == [
+            "buildings_geom_4326_gix", "buildings_geom_gix", "buildings_geom_pix_gix", "buildings_pkey"]
+        with pg.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s)", (names[attempt % 2],))
+            assert cur.fetchone()[0] is None  # the old partition is gone, not left detached
+        again = fetch_buildings(pg, run)
+        assert [(b[0], b[4].wkb, b[5].wkb) for b in again] == [(b[0], b[4].wkb, b[5].wkb) for b in first]
+    assert fetch_buildings(pg, run, "img2") == other  # the other image's partition is untouched
+    with pg.cursor() as cur:
+        cur.execute("SELECT run, image, count(*) FROM buildings GROUP BY 1, 2 ORDER BY 2")
+        assert cur.fetchall() == [(run, "img", 2), (run, "img2", 1)]
+    # the predictions change (one building fewer): the rerun replaces the rows
+    with pg.cursor() as cur:
+        cur.execute("DELETE FROM predictions WHERE image = 'img' AND ST_XMin(geom_pix) >= 40")
+    assert deduplicate(pg, run, "img", tiles, UTM, SRID, **kw) == 1
+    pg.commit()
+    assert len(fetch_buildings(pg, run)) == 1 and len(partitions_of(pg, run, "img")) == 1
+
+
+def test_a_failed_rerun_keeps_the_previous_buildings(pg):
+    run = new_run()
+    tiles = two_images(pg, run)
+    deduplicate(pg, run, "img", tiles, UTM, SRID, width=64, height=48, halo_px=2)
+    pg.commit()
+    before = fetch_buildings(pg, run)
+    def fail(what, frac):
+        if what == "indexing buildings":  # the new table is filled, the old partition still attached
+            raise RuntimeError("interrupted")
+
+    with pg.cursor() as cur:
+        cur.execute("DELETE FROM predictions WHERE image = 'img'")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        deduplicate(pg, run, "img", tiles, UTM, SRID, width=64, height=48, halo_px=2, progress=fail)
+    pg.rollback()
+    assert fetch_buildings(pg, run) == before
+    assert partitions_of(pg, run, "img") == [partition_names(batch_key(pg, run, "img"))[0]]
+
+
+def test_concurrent_reruns_of_two_images_do_not_deadlock(pg, pg_database):
+    """Two DeduplicateBorders reruns, both past the fill when either replaces its partition:
+    neither holds a lock on `buildings` before it drops its old partition, so both commit."""
+    run = new_run()
+    tiles = two_images(pg, run)
+    kw = dict(width=64, height=48, halo_px=2)
+    for image in ("img", "img2"):
+        deduplicate(pg, run, image, tiles, UTM, SRID, **kw)
+    pg.commit()
+    barrier = threading.Barrier(2, timeout=60)
+    errors, counts = [], {}
+
+    def rerun(image):
+        conn = db.connect()
+        try:
+            def progress(what, frac):
+                if what == "indexing buildings":
+                    barrier.wait()  # both filled, neither attached yet
+
+            counts[image] = deduplicate(conn, run, image, tiles, UTM, SRID, progress=progress, **kw)
+            conn.commit()
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(e)
+            barrier.abort()
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=rerun, args=(i,)) for i in ("img", "img2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert counts == {"img": 2, "img2": 1}
+    for image in ("img", "img2"):
+        assert partitions_of(pg, run, image) == [partition_names(batch_key(pg, run, image))[1]]
+
+
+def test_select_reads_only_the_partition_of_its_batch(pg):
+    run = new_run()
+    tiles = two_images(pg, run)
+    for image in ("img", "img2"):
+        deduplicate(pg, run, image, tiles, UTM, SRID, width=64, height=48, halo_px=2)
+    with pg.cursor() as cur:
+        cur.execute("EXPLAIN (FORMAT JSON) " + db.load_sql("buildings_select"), {"run": run, "image": "img2"})
+        plan = json.dumps(cur.fetchone()[0])
+    assert partition_names(batch_key(pg, run, "img2"))[0] in plan
+    assert partition_names(batch_key(pg, run, "img"))[0] not in plan
+    pg.rollback()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.text(st.sampled_from("ab|:1\\'\"é "), max_size=5),
+                          st.text(st.sampled_from("ab|:1\\'\"é "), max_size=5)), min_size=2, max_size=6, unique=True))
+def test_batch_keys_and_partition_names_are_one_to_one(pg, pairs):
+    keys = [batch_key(pg, r, i) for r, i in pairs]
+    assert len(set(keys)) == len(pairs)  # "a|b" + "c" and "a" + "b|c" are different batches
+    names = [partition_names(k) for k in keys]
+    assert len({n for pair in names for n in pair}) == 2 * len(pairs)
+    for n0, n1 in names:
+        assert n0.isascii() and n0.replace("_", "").isalnum() and len(n0) + len("_geom_4326_gix") <= 63
+        assert n1 == n0[:-1] + "1"
+    pg.rollback()
+
+
+def _old_buildings(cur, rows: bool):
+    """The `buildings` table as the schema made it before the partitioning."""
+    cur.execute("DROP TABLE buildings")
+    cur.execute("""CREATE TABLE buildings (
+        id bigserial PRIMARY KEY, run text NOT NULL, image text NOT NULL, building_id integer NOT NULL,
+        score real NOT NULL, area_m2 double precision NOT NULL, srid integer NOT NULL,
+        geom_pix geometry(Polygon, 0) NOT NULL, geom geometry(Polygon) NOT NULL CHECK (ST_SRID(geom) = srid),
+        geom_4326 geometry(Polygon, 4326) NOT NULL, UNIQUE (run, image, building_id));
+        CREATE INDEX buildings_geom_gix ON buildings USING gist (geom);
+        CREATE INDEX buildings_geom_pix_gix ON buildings USING gist (geom_pix);
+        CREATE INDEX buildings_geom_4326_gix ON buildings USING gist (geom_4326);""")
+    cur.execute("INSERT INTO table_updates (update_id, target_table) VALUES ('dedup:r:i', 'buildings'), "
+                "('polygonize:r:i', 'predictions')")
+    if rows:
+        cur.execute("INSERT INTO buildings (run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326) "
+                    "VALUES ('r', 'i', 1, 0.9, 1, 32616, 'POLYGON((0 0,1 0,1 1,0 0))', "
+                    "'SRID=32616;POLYGON((0 0,1 0,1 1,0 0))', 'SRID=4326;POLYGON((0 0,1 0,1 1,0 0))')")
+
+
+def _is_partitioned(cur):
+    cur.execute("SELECT relkind FROM pg_class WHERE oid = 'buildings'::regclass")
+    return cur.fetchone()[0] == "p"
+
+
+def test_schema_is_idempotent_and_migrates_an_unpartitioned_buildings_table(pg):
+    with pg.cursor() as cur:
+        for _ in range(2):  # idempotent
+            cur.execute(db.load_sql("schema"))
+        assert _is_partitioned(cur)
+        # an old, empty `buildings`: dropped and made again, the markers kept
+        _old_buildings(cur, rows=False)
+        cur.execute(db.load_sql("schema"))
+        assert _is_partitioned(cur)
+        cur.execute("SELECT to_regclass('buildings_unpartitioned'), count(*) FROM table_updates")
+        assert cur.fetchone() == (None, 2)
+    pg.rollback()
+    with pg.cursor() as cur:
+        # an old `buildings` with rows: kept aside (indexes renamed), its dedup markers deleted
+        _old_buildings(cur, rows=True)
+        cur.execute(db.load_sql("schema"))
+        cur.execute(db.load_sql("schema"))
+        assert _is_partitioned(cur)
+        cur.execute("SELECT count(*) FROM buildings_unpartitioned")
+        assert cur.fetchone()[0] == 1
+        cur.execute("SELECT update_id FROM table_updates")
+        assert [r[0] for r in cur.fetchall()] == ["polygonize:r:i"]
+        assert set(index_layout(pg, "buildings_unpartitioned")) == {
+            "unpartitioned_buildings_pkey", "unpartitioned_buildings_run_image_building_id_key",
+            "unpartitioned_buildings_geom_gix", "unpartitioned_buildings_geom_pix_gix",
+            "unpartitioned_buildings_geom_4326_gix"}
+    pg.rollback()
+    # and DeduplicateBorders writes into the new layout
+    run = new_run()
+    tiles = two_images(pg, run)
+    assert deduplicate(pg, run, "img", tiles, UTM, SRID, width=64, height=48, halo_px=2) == 2
+    pg.rollback()
+
+
 # ---------------------------------------------------------------- pure helpers
 
 
@@ -329,8 +546,14 @@ def test_deduplicate_task_writes_buildings_with_marker(pg, tmp_path, luigi_confi
     got = fetch_buildings(pg, run, "imgA")
     assert len(got) == 1
     assert shapely.symmetric_difference(got[0][4], shapely.box(15, 3, 40, 30)).area == 0
+    assert partitions_of(pg, run, "imgA") == [partition_names(batch_key(pg, run, "imgA"))[0]]
+    pg.commit()  # a rerun replaces the partition: it waits for open transactions that read `buildings`
     task.run()  # rerun: replaced, not duplicated
     assert len(fetch_buildings(pg, run, "imgA")) == 1
+    assert partitions_of(pg, run, "imgA") == [partition_names(batch_key(pg, run, "imgA"))[1]]
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(*) FROM table_updates WHERE update_id = %s", (task.output().update_id,))
+        assert cur.fetchone()[0] == 1
 
 
 def test_deduplicate_task_rejects_a_broken_tile_index(pg, tmp_path):

@@ -1,11 +1,18 @@
 import json
+import threading
 
 import luigi
+import numpy as np
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import shape
 
+import tasks.labels as labels_mod
 from tasks.errors import InputError
-from tasks.labels import LabelReport, LoadLabels, clean_geometries, load_labels, read_label_file
+from tasks.labels import (LabelReport, LoadLabels, Ragged, clean_geometries, ewkb_fields, load_labels,
+                          partition_names, polygon_coordinates, ragged_ewkb_fields, read_label_file)
 
 
 def _fc(features, crs=None):
@@ -145,3 +152,303 @@ def test_failed_load_leaves_no_rows(pg, workdir, luigi_config, tmp_path):
     with pg.cursor() as cur:
         cur.execute("SELECT source, count(*) FROM labels GROUP BY source")
         assert cur.fetchall() == [("good", 1)]
+
+
+# ---------------------------------------------------------------- the fast reader and the COPY format
+
+_coord = st.floats(min_value=-1e7, max_value=1e7, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def _ring(draw):
+    pts = draw(st.lists(st.tuples(_coord, _coord), min_size=3, max_size=7))
+    return [list(p) for p in pts] + [list(pts[0])]
+
+
+_polygon = st.lists(_ring(), min_size=1, max_size=3)
+_geometry = st.one_of(st.builds(lambda c: {"type": "Polygon", "coordinates": c}, _polygon),
+                      st.builds(lambda c: {"type": "MultiPolygon", "coordinates": c},
+                                st.lists(_polygon, min_size=1, max_size=3)))
+
+
+def _as_multi(g):
+    g = shape(g)
+    return g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_geometry, min_size=1, max_size=12), st.sampled_from([None, 0, 2]))
+def test_polygon_coordinates_read_what_shapely_reads(geoms, indent):
+    """Any formatting: the numpy reader gives the same MultiPolygons, coordinate for coordinate."""
+    texts = [json.dumps(g["coordinates"], indent=indent).encode() for g in geoms]
+    rag, odd = polygon_coordinates(texts, [g["type"] == "MultiPolygon" for g in geoms])
+    assert rag is not None and len(odd) == 0
+    got = rag.geometries()
+    assert len(got) == len(geoms)
+    for a, g in zip(got, geoms):
+        assert shapely.equals_exact(a, _as_multi(g), tolerance=0)
+
+
+def test_polygon_coordinates_point_at_what_they_cannot_read():
+    good = json.dumps(SQUARE).encode()
+    texts = [b"[" + good + b"]",                       # 0 Polygon: fine
+             b"[[[36, -6, 5], [36.1, -6, 5], [36, -5.9, 5], [36, -6, 5]]]",  # 1 3D
+             b"[[[36], [36.1, -6], [36, -5.9], [36, -6]]]",  # 2 a one-number position
+             b"[]",                                     # 3 empty
+             b"[[]]",                                   # 4 an empty ring
+             b'[[["36", -6], [36.1, -6], [36, -5.9], ["36", -6]]]',  # 5 strings
+             b"[[36, -6], [36.1, -6], [36, -5.9], [36, -6]]",  # 6 nested too shallowly
+             b"5",                                      # 7 not an array
+             b"[[" + good + b"]]",                      # 8 MultiPolygon: fine
+             b"[[[[36, -6], [36.1, -6], [36, -5.9], [36, -6]]]]"]  # 9 a Polygon nested too deeply
+    multi = [False] * 8 + [True, False]
+    rag, odd = polygon_coordinates(texts, multi)
+    assert rag is None and sorted(odd.tolist()) == [1, 2, 3, 4, 5, 6, 7, 9]
+    keep = [i for i in range(len(texts)) if i not in set(odd.tolist())]
+    rag, odd = polygon_coordinates([texts[i] for i in keep], [multi[i] for i in keep])
+    assert len(odd) == 0 and rag.count == 2 and len(rag.xy) == 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_geometry, min_size=1, max_size=10), st.sampled_from([4326, 32616, 900001]),
+       st.lists(st.booleans(), min_size=10, max_size=10))
+def test_ewkb_written_by_numpy_is_shapelys_byte_for_byte(geoms, srid, mask):
+    mp = np.array([_as_multi(g) for g in geoms], dtype=object)
+    _, xy, (ring_off, poly_off, geom_off) = shapely.to_ragged_array(mp)
+    rag = Ragged(xy, ring_off, poly_off, geom_off)
+    assert ragged_ewkb_fields(rag, srid) == ewkb_fields(mp, srid)
+    keep = np.array(mask[:len(mp)])
+    assert ragged_ewkb_fields(rag.take(keep), srid) == ewkb_fields(mp[keep], srid)
+
+
+def _load(pg, tmp_path, name, obj):
+    rep = load_labels(pg, _write(tmp_path, name, obj))
+    pg.commit()
+    return rep
+
+
+def test_odd_features_are_rejected_with_their_reasons(pg, tmp_path):
+    unclosed = SQUARE[:-1] + [[36.0, -5.9995]]
+    feats = [_poly(SQUARE, n=0),
+             _poly(unclosed, n=1),
+             _poly([[36.0, -6.0], [36.001, -6.0], [36.0, -6.0]], n=2),
+             _poly([p + [12.5] for p in SQUARE], n=3),                       # 3D: Z dropped
+             {"type": "Feature", "properties": {"n": 4}, "geometry": None},
+             {"type": "Feature", "properties": {"n": 5},
+              "geometry": {"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [36, -6]}]}},
+             {"type": "Feature", "properties": {"n": 6}, "geometry": {"type": "LineString", "coordinates": SQUARE}},
+             {"type": "Feature", "properties": {"n": 7}, "geometry": {"type": "Circle", "coordinates": [36, -6]}},
+             {"type": "Feature", "properties": {"n": 8}, "geometry": {"type": "Polygon", "coordinates": []}},
+             {"type": "Feature", "properties": {"n": 9},
+              "geometry": {"type": "MultiPolygon", "coordinates": [[SQUARE], [BOWTIE]]}}]
+    rep = _load(pg, tmp_path, "odd.geojson", _fc(feats))
+    reasons = {r["feature"]: r["reason"] for r in rep.rejected}
+    assert set(reasons) == {1, 2, 4, 5, 6, 7, 8}
+    assert "not closed" in reasons[1] and "fewer than 4" in reasons[2]
+    assert reasons[4] == "empty or missing geometry" and reasons[8] == "empty or missing geometry"
+    assert reasons[5] == "GeometryCollection is not a polygon" and reasons[6] == "LineString is not a polygon"
+    assert reasons[7].startswith("unreadable geometry")
+    assert rep.read == 10 and rep.loaded == 3 and rep.repaired == 1
+    with pg.cursor() as cur:
+        cur.execute("SELECT feature_index, repaired, ST_NDims(geom), ST_IsValid(geom), properties->>'n' "
+                    "FROM labels ORDER BY 1")
+        assert cur.fetchall() == [(0, False, 2, True, "0"), (3, False, 2, True, "3"), (9, True, 2, True, "9")]
+
+
+def test_properties_are_stored_as_written(pg, tmp_path):
+    props = [{"name": "Ünïcode ✓", "nested": {"a": [1, 2.5, None]}, "big": 12345678901234567890123},
+             {}, None, {"quote": 'say "hi"\\', "tab": "a\tb"}]
+    feats = [{"type": "Feature", "properties": p, "geometry": {"type": "Polygon", "coordinates": [SQUARE]}}
+             for p in props]
+    feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [SQUARE]}})  # no member
+    _load(pg, tmp_path, "props.geojson", _fc(feats))
+    with pg.cursor() as cur:
+        cur.execute("SELECT feature_index, properties FROM labels ORDER BY 1")
+        got = dict(cur.fetchall())
+    assert got == {0: props[0], 1: None, 2: None, 3: props[3], 4: None}
+
+
+def test_documents_that_are_not_plain_feature_collections(pg, tmp_path):
+    # a single Feature; a geometry that is not an object and NaN (read by Python's json instead)
+    _load(pg, tmp_path, "one.geojson", _poly(SQUARE, a=1))
+    text = json.dumps(_fc([_poly(SQUARE, v=1), {"type": "Feature", "properties": {}, "geometry": "nowhere"}]))
+    rep = _load(pg, tmp_path, "odd2.geojson", text.replace('"v": 1', '"v": NaN'))
+    assert rep.loaded == 1 and rep.rejected[0]["feature"] == 1
+    assert rep.rejected[0]["reason"].startswith("unreadable geometry")
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, properties FROM labels ORDER BY 1")
+        assert cur.fetchall() == [("odd2", {"v": None}), ("one", {"a": 1})]
+
+
+@pytest.mark.parametrize("member,srid", [({"type": "EPSG", "properties": {"code": 32616}}, 32616),
+                                         ({"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}, 4326),
+                                         ({"type": "name", "properties": {"name": "EPSG:3857"}}, 3857)])
+def test_legacy_crs_member_forms(pg, tmp_path, member, srid):
+    coords = SQUARE if srid == 4326 else [[500000 + 10 * x, 4000000 + 10 * y] for x, y in
+                                          [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]
+    fc = _fc([_poly(coords)])
+    fc["crs"] = member
+    _load(pg, tmp_path, "crs.geojson", fc)
+    with pg.cursor() as cur:
+        cur.execute("SELECT srid FROM labels")
+        assert cur.fetchall() == [(srid,)]
+
+
+def test_unreadable_crs_member_names_the_file(tmp_path):
+    fc = _fc([_poly(SQUARE)])
+    fc["crs"] = {"type": "link", "properties": {"href": "http://example.com/crs"}}
+    with pytest.raises(InputError, match=r"crs\.geojson: cannot read the crs member"):
+        read_label_file(_write(tmp_path, "crs.geojson", fc))
+
+
+def _partitions(pg, *sources):
+    """(name, bound) of the partitions of ``labels`` for these sources, and the default one
+    (the pg fixture empties tables, so other tests' partitions are there, empty)."""
+    names = ["labels_default"] + [n for s in sources for n in partition_names(s)]
+    with pg.cursor() as cur:
+        cur.execute("SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+                    "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'labels'::regclass "
+                    "AND c.relname = ANY(%s) ORDER BY 1", (names,))
+        return cur.fetchall()
+
+
+def test_one_partition_per_source_and_a_reload_replaces_it(pg, tmp_path):
+    a = _write(tmp_path, "alpha.geojson", _fc([_poly(SQUARE), _poly(BOWTIE)]))
+    b = _write(tmp_path, "beta.geojson", _fc([_poly(SQUARE)]))
+    for p in (a, b, a, a):
+        load_labels(pg, p)
+        pg.commit()
+    parts = dict(_partitions(pg, "alpha", "beta"))
+    assert parts.pop("labels_default") == "DEFAULT"
+    assert sorted(parts.values()) == ["FOR VALUES IN ('alpha')", "FOR VALUES IN ('beta')"]
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, count(*), count(DISTINCT id) FROM labels GROUP BY 1 ORDER BY 1")
+        assert cur.fetchall() == [("alpha", 2, 2), ("beta", 1, 1)]
+        # each partition has the 3 indexes built before ATTACH, adopted as the partitioned
+        # indexes' children (ATTACH built no others)
+        cur.execute("SELECT c.relname, p.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+                    "LEFT JOIN pg_inherits i ON i.inhrelid = x.indexrelid LEFT JOIN pg_class p ON p.oid = i.inhparent "
+                    "WHERE x.indrelid::regclass::text = ANY(%s) ORDER BY 1", (list(parts),))
+        got = cur.fetchall()
+    assert len(got) == 6
+    for child, parent in got:
+        suffix = {"labels_pkey": "_pkey", "labels_geom_gix": "_geom_gix", "labels_geom_4326_gix": "_geom_4326_gix"}
+        assert child[-len(suffix[parent]):] == suffix[parent] and child[:-len(suffix[parent])] in parts
+
+
+def test_rows_inserted_directly_are_replaced_by_a_load(pg, tmp_path):
+    with pg.cursor() as cur:
+        cur.execute("INSERT INTO labels (source, feature_index, srid, geom, geom_4326) VALUES "
+                    "('gamma', 7, 4326, ST_Multi(ST_MakeEnvelope(0, 0, 1, 1, 4326)), "
+                    "ST_Multi(ST_MakeEnvelope(0, 0, 1, 1, 4326)))")
+    pg.commit()
+    _load(pg, tmp_path, "gamma.geojson", _fc([_poly(SQUARE)]))
+    with pg.cursor() as cur:
+        cur.execute("SELECT tableoid::regclass::text, feature_index FROM labels")
+        (table, index), = cur.fetchall()
+    assert table in partition_names("gamma") and index == 0
+
+
+def test_a_failed_load_leaves_the_previous_partition(pg, tmp_path, monkeypatch):
+    good = _fc([_poly(SQUARE), _poly(SQUARE)])
+    p = _write(tmp_path, "delta.geojson", good)
+    load_labels(pg, p)
+    pg.commit()
+    monkeypatch.setattr(labels_mod, "CHUNK", 2)  # the bad coordinates come in the second chunk
+    metres = [[500000, 4000000], [500010, 4000000], [500010, 4000010], [500000, 4000000]]
+    p.write_text(json.dumps(_fc([_poly(SQUARE), _poly(SQUARE), _poly(metres)])))
+    with pytest.raises(InputError, match=r"delta\.geojson: coordinates .*\(features 2\.\.2\).* not longitude/latitude"):
+        load_labels(pg, p)
+    pg.rollback()
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, count(*) FROM labels GROUP BY 1")
+        assert cur.fetchall() == [("delta", 2)]
+    assert len(_partitions(pg, "delta")) == 2  # delta's first one, and the default
+
+
+def test_loaders_of_different_sources_run_side_by_side(pg, tmp_path):
+    from tasks import db
+
+    paths = [_write(tmp_path, f"side{i}.geojson", _fc([_poly(SQUARE)] * (i + 1))) for i in range(3)]
+    for p in paths[:2]:  # reloads too: their swaps drop old partitions
+        load_labels(pg, p)
+    pg.commit()
+    start, errors = threading.Barrier(len(paths)), []
+
+    def work(p):
+        try:
+            with db.connection() as conn:
+                start.wait()
+                load_labels(conn, p)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, count(*) FROM labels GROUP BY 1 ORDER BY 1")
+        assert cur.fetchall() == [("side0", 1), ("side1", 2), ("side2", 3)]
+
+
+def test_an_unpartitioned_labels_table_from_before_is_migrated(pg, tmp_path):
+    from tasks import db
+
+    with pg.cursor() as cur:  # the labels table as the older schema made it, with rows of two sources
+        cur.execute("DROP TABLE labels")
+        cur.execute("""CREATE TABLE labels (
+            id bigserial PRIMARY KEY, source text NOT NULL, feature_index integer NOT NULL,
+            srid integer NOT NULL, repaired boolean NOT NULL DEFAULT false, properties jsonb,
+            geom geometry(MultiPolygon) NOT NULL CHECK (ST_SRID(geom) = srid),
+            geom_4326 geometry(MultiPolygon, 4326) NOT NULL)""")
+        cur.execute("CREATE INDEX labels_source_idx ON labels (source)")
+        cur.execute("CREATE INDEX labels_geom_4326_gix ON labels USING gist (geom_4326)")
+        cur.execute("CREATE INDEX labels_geom_gix ON labels USING gist (geom)")
+        for src, n in (("old_a", 2), ("old b", 3)):
+            for i in range(n):
+                cur.execute("INSERT INTO labels (source, feature_index, srid, properties, geom, geom_4326) VALUES "
+                            "(%s, %s, 4326, %s, ST_Multi(ST_MakeEnvelope(0, 0, 1, 1, 4326)), "
+                            "ST_Multi(ST_MakeEnvelope(0, 0, 1, 1, 4326)))", (src, i, json.dumps({"i": i})))
+    pg.commit()
+    db.ensure_schema(pg)
+    db.ensure_schema(pg)  # idempotent
+    parts = dict(_partitions(pg, "old_a", "old b"))
+    assert parts == {"labels_default": "DEFAULT", partition_names("old_a")[0]: "FOR VALUES IN ('old_a')",
+                     partition_names("old b")[0]: "FOR VALUES IN ('old b')"}
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, feature_index, id, properties FROM labels ORDER BY id")
+        rows = cur.fetchall()
+        assert [(s, i) for s, i, _, _ in rows] == [("old_a", 0), ("old_a", 1), ("old b", 0), ("old b", 1), ("old b", 2)]
+        assert [r[2] for r in rows] == [1, 2, 3, 4, 5] and rows[4][3] == {"i": 2}
+        cur.execute("SELECT to_regclass('labels_unpartitioned'), to_regclass('labels_unpartitioned_id_seq')")
+        assert cur.fetchone() == (None, None)
+    _load(pg, tmp_path, "old_a.geojson", _fc([_poly(SQUARE)]))  # replaces the migrated partition
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, count(*), min(id) FROM labels GROUP BY 1 ORDER BY 1")
+        assert cur.fetchall() == [("old b", 3, 3), ("old_a", 1, 6)]  # the sequence went on after the old ids
+
+
+def test_an_empty_unpartitioned_labels_table_is_replaced(pg):
+    from tasks import db
+
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE labels")
+        cur.execute("CREATE TABLE labels (id bigserial PRIMARY KEY, source text NOT NULL)")
+    pg.commit()
+    db.ensure_schema(pg)
+    with pg.cursor() as cur:
+        cur.execute("SELECT relkind FROM pg_class WHERE oid = 'labels'::regclass")
+        assert cur.fetchone()[0] == "p"
+
+
+def test_ewkb_of_single_ring_labels_is_shapelys_byte_for_byte():
+    # the usual label (one polygon, one ring) takes a shortcut of its own
+    mp = np.array([shapely.MultiPolygon([shapely.box(0, 0, 1, 1)]),
+                   shapely.MultiPolygon([shapely.Polygon([(0, 0), (3, 0), (3, 1), (1, 1), (1, 2), (0, 2)])]),
+                   shapely.MultiPolygon([shapely.box(-84.5, 33.7, -84.4999, 33.7001)])], dtype=object)
+    _, xy, (ring_off, poly_off, geom_off) = shapely.to_ragged_array(mp)
+    for srid in (4326, 32616):
+        assert ragged_ewkb_fields(Ragged(xy, ring_off, poly_off, geom_off), srid) == ewkb_fields(mp, srid)

@@ -105,6 +105,17 @@ def test_effective_crop():
         effective_crop(0, [(10, 10)], 16)
 
 
+def test_params_defaults_are_the_config_defaults():
+    assert TrainParams.from_config() == TrainParams()
+
+
+def test_loss_schedule_phases():
+    assert TrainParams(epochs=10, warmup_epochs=3, warmup_loss="bce", loss="jaccard").phases() == \
+        [(0, 3, "bce"), (3, 10, "jaccard")]
+    assert TrainParams(epochs=10, warmup_epochs=0, loss="bce+jaccard").phases() == [(0, 10, "bce+jaccard")]
+    assert "precision" not in TrainParams().significant() and "seed" in TrainParams().significant()
+
+
 def test_resolve_precision_reads_the_cpu(monkeypatch):
     import tasks.train as t
 

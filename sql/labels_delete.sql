@@ -1,1 +1,0 @@
-DELETE FROM labels WHERE source = %(source)s;
