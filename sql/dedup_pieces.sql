@@ -12,7 +12,7 @@
 --     ST_Intersection on these rectilinear polygons, ten times faster).
 -- Per piece: its extent (px0..py1), its core (cx0..cy1), the tile's whole polygon and the
 -- window the tile read (x0..y1), which step 2 compares; edge: the piece reaches the core's outline, so the
--- building may go on in a neighbouring core.
+-- building may go on in a neighbouring core; the areas of the piece and of the whole polygon.
 -- Each extent is computed once per row (the OFFSET 0 subqueries keep the planner from copying
 -- the Box2D call into every comparison), and the pieces come out of one pass: no CTE is
 -- materialized.
@@ -39,7 +39,7 @@ WITH q AS (
                         FROM (SELECT Box2D(d.geom) AS bb OFFSET 0) s) x
     WHERE q.inside OR (ST_Dimension(d.geom) = 2 AND NOT ST_IsEmpty(d.geom))
 )
-SELECT row_number() OVER () AS piece_id, pred_id, score, piece, whole,
+SELECT row_number() OVER () AS piece_id, pred_id, score, piece, whole, ST_Area(piece) AS area, ST_Area(whole) AS warea,
        px0, py0, px1, py1, cx0, cy0, cx1, cy1, x0, y0, x1, y1,
        (px0 <= cx0 OR px1 >= cx1 OR py0 <= cy0 OR py1 >= cy1) AS edge
 FROM pieces;

@@ -40,7 +40,7 @@ import luigi
 
 from tasks.polygonize import _affine, pixel_area, report, run_key
 
-__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "partition_names", "batch_key",
+__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "all_in_component", "partition_names", "batch_key",
            "write_buildings", "deduplicate", "DeduplicateBorders"]
 
 TILE_FIELDS = ("tile_id", "col_off", "row_off", "width", "height",
@@ -144,6 +144,21 @@ def components(pairs) -> tuple:
     return ids, smallest[lab]
 
 
+def all_in_component(ids, labels, pairs, flags):
+    """Per id of :func:`components`' ``(ids, labels)``: whether ``flags`` (one per pair of
+    ``pairs``) holds for every pair of the id's component."""
+    import numpy as np
+
+    ids, labels = np.asarray(ids), np.asarray(labels)
+    e = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    comps, inv = np.unique(labels, return_inverse=True)
+    ok = np.ones(len(comps), dtype=bool)
+    if len(e):
+        edge_comp = np.searchsorted(comps, labels[np.searchsorted(ids, e[:, 0])])
+        np.logical_and.at(ok, edge_comp, np.asarray(flags, dtype=bool))
+    return ok[inv]
+
+
 def partition_names(batch: str) -> tuple[str, str]:
     """The two table names the partition of ``batch`` alternates between (a rerun builds the
     new partition beside the old one, then drops the old): ``buildings_<hash>_0`` and ``_1``,
@@ -239,10 +254,13 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
         cur.execute(load_sql("dedup_links"), params)
         step("joining linked pieces", 0.5)
         cur.execute(load_sql("dedup_components"))
-        ids, labels = components(cur.fetchall())
+        links = cur.fetchall()
+        pairs = [(a, b) for a, b, _ in links]
+        ids, labels = components(pairs)
+        same = all_in_component(ids, labels, pairs, [s for _, _, s in links])
         buf = io.StringIO()
-        for i, c in zip(ids.tolist(), labels.tolist()):
-            buf.write(f"{i},{c}\n")
+        for i, c, s in zip(ids.tolist(), labels.tolist(), same.tolist()):
+            buf.write(f"{i},{c},{'t' if s else 'f'}\n")
         buf.seek(0)
         cur.copy_expert(load_sql("dedup_components_copy"), buf)
         cur.execute("ANALYZE dedup_comp")

@@ -266,8 +266,9 @@ def polygon_coordinates(texts: list, multi) -> tuple[Ragged | None, np.ndarray]:
 
     Returns ``(Ragged, [])`` when each is an array of non-empty arrays of ... of 2D positions
     of numbers, nested as its type says; otherwise ``(None, positions of those that are
-    not)`` (for one by one reading; the others then read in a second call). No Python object per coordinate: the structure comes
-    from the brackets and commas (whitespace removed), the numbers from one decode."""
+    not)``, to be read one by one (and the others in a second call). No Python object per
+    coordinate: the structure comes from the brackets and commas (whitespace removed), the
+    numbers from one decode."""
     n = len(texts)
     if n == 0:
         return None, np.zeros(0, dtype=np.int64)
@@ -313,7 +314,7 @@ def polygon_coordinates(texts: list, multi) -> tuple[Ragged | None, np.ndarray]:
     npts = np.bincount((np.cumsum(rings) - 1)[role == 4], minlength=int(rings.sum()))
     try:
         xy = np.array(_FLOATS.decode(b"[" + text.translate(None, b"[]") + b"]"), dtype=np.float64)
-    except msgspec.ValidationError:  # a number beyond float range
+    except msgspec.DecodeError:  # a number beyond float range
         return None, np.arange(n)
     if len(xy) != 2 * len(pos):
         return None, np.arange(n)

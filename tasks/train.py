@@ -646,8 +646,10 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
         return final
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
-    for stale in list(run_dir.glob(".tmp-*")) + list(ckpt.glob(".tmp-*")):
+    for stale in list(run_dir.glob(".tmp-*")) + list(ckpt.glob(".tmp-*")):  # left by a killed run
         stale.unlink(missing_ok=True)
+    for stale in run_dir.glob(".model-*"):  # save_model_atomic's temp dir
+        shutil.rmtree(stale, ignore_errors=True)
     train_items = [dict(it) for it in train_items]
     val_items = [dict(it) for it in val_items]
     meta = inspect_items(train_items, "training")

@@ -206,10 +206,11 @@ def test_oracle_reproduces_the_reference_mask(pg, workdir, luigi_config, fixture
     assert luigi.build([task], local_scheduler=True, log_level="WARNING")
     out = Path(task.output().path)
     assert out.parent.name.startswith("oracle-ts256_ov64") and out.name == "sample_geotiff.tif"
-    with rasterio.open(out) as src, rasterio.open(fixtures_dir / "masks" / "sample_fp_mask_from_geojson.tif") as ref:
-        assert (src.count, src.dtypes[0], src.crs, src.transform) == (1, "uint8", ref.crs, ref.transform)
+    with rasterio.open(out) as src, rasterio.open(fixtures_dir / "masks" / "sample_fp_mask_from_geojson.tif") as ref, \
+            rasterio.open(fixtures_dir / "imagery" / "sample_geotiff.tif") as img:
+        assert (src.count, src.dtypes[0], src.crs, src.transform) == (1, "uint8", img.crs, img.transform)
         assert src.descriptions == ("footprint",)
-        np.testing.assert_array_equal(src.read(1), ref.read(1))
+        np.testing.assert_array_equal(src.read(1), ref.read(1))  # every tile core stitched in place
 
 
 def test_real_uint16_chip_trains_and_predicts_end_to_end(pg, workdir, luigi_config, fixtures_dir):
@@ -228,10 +229,12 @@ def test_real_uint16_chip_trains_and_predicts_end_to_end(pg, workdir, luigi_conf
     assert info["arch"]["input_bands"] == 1 and info["data"] == {"dtype": "uint16", "nodata": 0.0}
     assert info["mean"][0] > 255  # statistics of the uint16 pixels, nodata excluded
     summary = json.loads((run / "model.json").read_text())
-    assert summary["epochs_run"] == 2 and summary["train_tiles"] == 16 and summary["val_tiles"] == 0
+    n_tiles = len(json.loads((workdir / "tiles" / "sample_geotiff" / "ts256_ov64" / "index.json").read_text())["tiles"])
+    assert summary["epochs_run"] == 2 and summary["train_tiles"] == n_tiles == 25 and summary["val_tiles"] == 0
+    assert summary["iou"] is not None  # one image: no validation split, selection on training IoU
     src_path = fixtures_dir / "imagery" / "sample_geotiff.tif"
     out = Path(task.output().path)
-    assert out.parent.name == run.name
+    assert out.parent.name == f"{run.name}-ctxauto"
     with rasterio.open(out) as p, rasterio.open(src_path) as s:
         assert (p.width, p.height, p.crs, p.transform) == (s.width, s.height, s.crs, s.transform)
         assert p.count == 1 and p.dtypes[0] == "uint8" and p.profile["tiled"]
