@@ -92,14 +92,43 @@ def labels_in_window(geoms, window_poly) -> int:
     return n
 
 
-def group_by_tile(rows) -> dict[str, list]:
-    """[(wkb, [tile_id, ...]), ...] from the query -> {tile_id: [geometry, ...]}."""
+def group_by_tile(rows, to_image_crs=None) -> dict[str, list]:
+    """Query rows ``(wkb, label_srid, image_srid, [tile_id, ...])`` -> {tile_id: [geometry]}.
+
+    ``to_image_crs(geoms, label_srid, image_srid)`` moves labels stored in another CRS into the
+    image CRS (vectorised); labels already in it are used exactly as stored."""
+    rows = list(rows)
+    geoms = shapely.from_wkb([bytes(r[0]) for r in rows]) if rows else np.empty(0, dtype=object)
+    if to_image_crs is not None and rows:
+        pairs = np.array([(r[1], r[2]) for r in rows], dtype=np.int64)
+        for src, dst in {tuple(p) for p in pairs.tolist() if p[0] != p[1]}:
+            sel = (pairs[:, 0] == src) & (pairs[:, 1] == dst)
+            geoms[sel] = to_image_crs(geoms[sel], src, dst)
     out: dict[str, list] = {}
-    for wkb, tile_ids in rows:
-        g = shapely.from_wkb(bytes(wkb))
-        for t in tile_ids:
+    for g, r in zip(geoms, rows):
+        for t in r[3]:
             out.setdefault(t, []).append(g)
     return out
+
+
+def srid_transformer(conn):
+    """A function that reprojects arrays of geometries between two PostGIS SRIDs."""
+    from pyproj import CRS, Transformer
+
+    cache = {}
+
+    def crs(srid):
+        with conn.cursor() as cur:
+            cur.execute("SELECT srtext FROM spatial_ref_sys WHERE srid = %(srid)s", {"srid": srid})
+            return CRS.from_wkt(cur.fetchone()[0])
+
+    def to_image_crs(geoms, src, dst):
+        if (src, dst) not in cache:
+            cache[(src, dst)] = Transformer.from_crs(crs(src), crs(dst), always_xy=True)
+        tr = cache[(src, dst)]
+        return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+    return to_image_crs
 
 
 def mask_key() -> str:
@@ -115,7 +144,8 @@ def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin:
 
     with conn.cursor() as cur:
         cur.execute(load_sql("tile_labels"), {"image": image, "tiling": tiling, "sources": sources, "margin": margin})
-        return group_by_tile(cur.fetchall())
+        rows = cur.fetchall()
+    return group_by_tile(rows, srid_transformer(conn))
 
 
 # ---------------------------------------------------------------- the task
