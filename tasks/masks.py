@@ -92,22 +92,39 @@ def labels_in_window(geoms, window_poly) -> int:
     return n
 
 
-def group_by_tile(rows, to_image_crs=None) -> dict[str, list]:
-    """Query rows ``(wkb, label_srid, image_srid, [tile_id, ...])`` -> {tile_id: [geometry]}.
+def tiles_touched(bounds_px: np.ndarray, col_offs, row_offs, tile_w: int, tile_h: int, margin_px: float):
+    """For label bounding boxes in image pixels (N x 4: minx, miny, maxx, maxy), the indices into
+    the sorted unique ``col_offs`` / ``row_offs`` of the first and last tile column and row whose
+    window grown by ``margin_px`` overlaps the box. Vectorised over labels."""
+    xs, ys = np.unique(col_offs), np.unique(row_offs)
+    c0 = np.searchsorted(xs + tile_w + margin_px, bounds_px[:, 0], side="right")
+    c1 = np.searchsorted(xs - margin_px, bounds_px[:, 2], side="left") - 1
+    r0 = np.searchsorted(ys + tile_h + margin_px, bounds_px[:, 1], side="right")
+    r1 = np.searchsorted(ys - margin_px, bounds_px[:, 3], side="left") - 1
+    return xs, ys, c0, c1, r0, r1
 
-    ``to_image_crs(geoms, label_srid, image_srid)`` moves labels stored in another CRS into the
-    image CRS (vectorised); labels already in it are used exactly as stored."""
-    rows = list(rows)
-    geoms = shapely.from_wkb([bytes(r[0]) for r in rows]) if rows else np.empty(0, dtype=object)
-    if to_image_crs is not None and rows:
-        pairs = np.array([(r[1], r[2]) for r in rows], dtype=np.int64)
-        for src, dst in {tuple(p) for p in pairs.tolist() if p[0] != p[1]}:
-            sel = (pairs[:, 0] == src) & (pairs[:, 1] == dst)
-            geoms[sel] = to_image_crs(geoms[sel], src, dst)
+
+def assign_to_tiles(geoms, transform: Affine, tile_ids, col_offs, row_offs, tile_w, tile_h, margin_px) -> dict[str, list]:
+    """{tile_id: [geometries whose bounding box touches the tile window grown by margin_px]}."""
     out: dict[str, list] = {}
-    for g, r in zip(geoms, rows):
-        for t in r[3]:
-            out.setdefault(t, []).append(g)
+    if len(geoms) == 0:
+        return out
+    inv = ~transform
+    b = shapely.bounds(geoms)
+    # the four corners of each box in pixels (handles any affine, rotated ones included)
+    cx = np.stack([b[:, 0], b[:, 2], b[:, 2], b[:, 0]], 1)
+    cy = np.stack([b[:, 1], b[:, 1], b[:, 3], b[:, 3]], 1)
+    px = inv.a * cx + inv.b * cy + inv.c
+    py = inv.d * cx + inv.e * cy + inv.f
+    box = np.stack([px.min(1), py.min(1), px.max(1), py.max(1)], 1)
+    xs, ys, c0, c1, r0, r1 = tiles_touched(box, col_offs, row_offs, tile_w, tile_h, margin_px)
+    by_offset = {(int(c), int(r)): t for t, c, r in zip(tile_ids, col_offs, row_offs)}
+    for g, a0, a1, b0, b1 in zip(geoms, c0, c1, r0, r1):
+        for r in ys[b0:b1 + 1]:
+            for c in xs[a0:a1 + 1]:
+                t = by_offset.get((int(c), int(r)))
+                if t is not None:
+                    out.setdefault(t, []).append(g)
     return out
 
 
@@ -139,13 +156,36 @@ def mask_key() -> str:
 
 
 def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin: float) -> dict[str, list]:
-    """One set-based query for all tiles of an image -> {tile_id: [geometry in image CRS]}."""
+    """Every tile's labels, in the image CRS: {tile_id: [geometry]}.
+
+    One set-based label query per image (an index scan over the image outline grown by
+    ``margin``, in image CRS units); the labels are then assigned to the tiles of the regular
+    grid client-side by their bounding boxes (a superset; rasterization and clipping are exact).
+    """
     from tasks.db import load_sql
+    from tasks.tiling import footprint_4326, window_polygon
 
     with conn.cursor() as cur:
-        cur.execute(load_sql("tile_labels"), {"image": image, "tiling": tiling, "sources": sources, "margin": margin})
+        cur.execute(load_sql("tile_grid"), {"image": image, "tiling": tiling})
+        row = cur.fetchone()
+        if row is None:
+            raise LookupError(f"no tiles recorded for image {image!r} with tiling {tiling!r}; run TileImage first")
+        tr, width, height, srid, srtext, tile_ids, col_offs, row_offs, tw, th = row
+        transform = Affine(*tr[:6])
+        m = margin / pixel_size(transform)
+        probe = footprint_4326(window_polygon(transform, -m, -m, width + 2 * m, height + 2 * m), srtext)
+        cur.execute(load_sql("tile_labels"), {"sources": sources, "probe": probe.wkb})
         rows = cur.fetchall()
-    return group_by_tile(rows, srid_transformer(conn))
+    if not rows:
+        return {}
+    geoms = shapely.from_wkb([bytes(r[0]) for r in rows])
+    label_srids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    to_image_crs = srid_transformer(conn)
+    for s in np.unique(label_srids):
+        if s != srid:
+            sel = label_srids == s
+            geoms[sel] = to_image_crs(geoms[sel], int(s), srid)
+    return assign_to_tiles(geoms, transform, tile_ids, col_offs, row_offs, tw, th, m + 1)
 
 
 # ---------------------------------------------------------------- the task

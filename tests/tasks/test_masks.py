@@ -117,3 +117,27 @@ def test_labels_outside_every_raster_warn_not_fail(pg, workdir, luigi_config, fi
     assert any("none of the labels" in r.getMessage() for r in caplog.records)
     index = json.loads(Path(task.output().path).read_text())
     assert index["labels_in_image"] == 0 and all(t["building_px"] == 0 for t in index["tiles"])
+
+
+def test_assign_to_tiles_matches_brute_force():
+    from hypothesis import given, settings, strategies as st
+
+    from tasks.masks import assign_to_tiles
+    from tasks.tiling import tile_grid
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.integers(0, 10_000), st.sampled_from([(64, 0), (64, 16), (100, 30)]), st.floats(0, 5))
+    def check(seed, grid, margin):
+        rng = np.random.default_rng(seed)
+        specs = tile_grid(300, 250, *grid)
+        geoms = [shapely.box(x, y, x + w, y + h) for x, y, w, h in
+                 zip(rng.uniform(1000, 1150, 30), rng.uniform(1875, 2000, 30), rng.uniform(0.2, 20, 30), rng.uniform(0.2, 20, 30))]
+        got = assign_to_tiles(np.array(geoms, dtype=object), T, [s.tile_id for s in specs],
+                              [s.col_off for s in specs], [s.row_off for s in specs], specs[0].width, specs[0].height, margin)
+        for s in specs:
+            grown = shapely.box(*(T * (s.col_off - margin, s.row_off + s.height + margin)),
+                                *(T * (s.col_off + s.width + margin, s.row_off - margin)))
+            expect = [g for g in geoms if shapely.intersects(shapely.envelope(g), grown)]
+            assert sorted(map(id, got.get(s.tile_id, []))) == sorted(map(id, expect)), s.tile_id
+
+    check()
