@@ -19,7 +19,7 @@ larger windows, exact seams) is timed once more and printed as a comment line.
 Lines: tiles/s ratio (goal >= 0.85x), and PredictImage's model-input throughput in Mpx/s as a
 ratio to 4 Mpx/s (the goal for a 4-level 32-filter bf16 U-Net on this CPU, >= 1.0x).
 
-    .venv/bin/python bench/inference.py [--repeat 3] [--batch 4] [--precision auto]
+    .venv/bin/python bench/inference.py [--repeat 3] [--batch 8] [--precision auto]
 """
 from __future__ import annotations
 
@@ -96,13 +96,17 @@ def prepare() -> tuple[Path, Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--batch", type=int, default=None, help="default: [predict] batch_size")
+    ap.add_argument("--precision", default=None, help="default: [predict] precision")
     args = ap.parse_args(argv)
 
     from tasks.predict import load_predictor, predict_image
     from tasks.train import read_array
 
+    from tasks.config import predict
+
+    args.batch = args.batch or predict().batch_size
+    args.precision = args.precision or predict().precision
     index_path, model_path = prepare()
     index = json.loads(index_path.read_text())
     tiles = index["tiles"]

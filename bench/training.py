@@ -11,7 +11,9 @@ scene's rectangles), like MakeMasks writes.
 - **Peer**: ``model.fit`` on NumPy arrays holding the same number of crops, preloaded.
 
 Same model (``[train]`` defaults: U-Net, filters, batch norm, precision), same crop and batch
-size, same number of steps; a first epoch of each warms up (tracing). Best of ``--repeat``.
+size, same number of steps per epoch. Each side runs ``fit`` for 3 epochs, as ``train_model``
+does (the first, with tracing and the cache filling, is left out); ``--repeat`` rounds
+alternate the sides; the best epoch of each side is compared.
 
     .venv/bin/python bench/training.py [--steps 30] [--repeat 2] [--cache-mb 1024]
 """
@@ -90,22 +92,31 @@ def main(argv=None) -> int:
           f"{policy}; {steps} steps of {b} x {crop}² crops, {p.workers} reader threads, "
           f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}", flush=True)
 
-    def pipeline():
-        model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    import keras
 
-    def memory():
-        model.fit(mem_x, mem_y, batch_size=b, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
 
-    pipeline()  # warm-up: tracing, and the cache filling
-    memory()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t)
+
+    # one fit per side, as train_model runs it (epochs inside one fit); epoch 1 warms up
+    # (tracing, the tile cache filling) and is left out; alternating sides so that a change of
+    # the machine's load hits both
     t_pipe, t_mem = [], []
-    for _ in range(args.repeat):  # interleaved, so a change of machine load hits both
-        t = time.perf_counter()
-        pipeline()
-        t_pipe.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        memory()
-        t_mem.append(time.perf_counter() - t)
+    for _ in range(args.repeat):
+        timer = EpochTimer()
+        model.fit(ds, epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+        t_pipe += timer.times[1:]
+        timer = EpochTimer()
+        model.fit(mem_x, mem_y, batch_size=b, epochs=3, steps_per_epoch=steps, shuffle=False, verbose=0,
+                  callbacks=[timer])
+        t_mem += timer.times[1:]
     sp, sm = steps / min(t_pipe), steps / min(t_mem)
     print(f"# pipeline {sp:.2f} steps/s, in-memory {sm:.2f} steps/s "
           f"({sm * b * crop * crop / 1e6:.2f} Mpx/s trained)", flush=True)

@@ -17,7 +17,6 @@ CREATE TABLE {child} (
     geom_pix    geometry(Polygon, 0) NOT NULL,
     geom        geometry(Polygon) NOT NULL,
     geom_4326   geometry(Polygon, 4326) NOT NULL,
-    CONSTRAINT buildings_batch_check CHECK (batch = buildings_batch(run, image)),
     CONSTRAINT buildings_geom_srid_check CHECK (ST_SRID(geom) = srid),
     CONSTRAINT {bound} CHECK (batch = %(batch)s)
 );

@@ -1,1 +1,1 @@
-COPY dedup_comp (piece_id, comp, same) FROM STDIN WITH (FORMAT csv)
+COPY dedup_comp (piece_id, comp, whole_of) FROM STDIN WITH (FORMAT csv)

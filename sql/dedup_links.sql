@@ -15,8 +15,7 @@
 --   * their parts in W (clipped, collinear vertices dropped, canonical order) are identical.
 -- Where the windows only touch (tiling overlap 0 and no halo) no tile saw across the line: the
 -- pieces are one building when they share a stretch of the core line at least min_shared_px long.
--- same: the two whole polygons are identical (buildings_insert.sql then needs no union when a
--- whole component is linked that way).
+-- agree: the link is of the first kind (identical in W), which buildings_insert.sql relies on.
 DROP TABLE IF EXISTS dedup_links;
 CREATE TEMP TABLE dedup_links ON COMMIT DROP AS
 WITH cand AS (
@@ -39,7 +38,8 @@ WITH cand AS (
            ST_Normalize(ST_Simplify(ST_ClipByBox2D(wb, w), 0)) AS cb
     FROM w
 )
-SELECT a, b, overlapping AND ST_OrderingEquals(wa, wb) AS same FROM clipped
+SELECT a, b, overlapping AND (ST_OrderingEquals(wa, wb) OR ST_OrderingEquals(ca, cb)) AS agree
+FROM clipped
 WHERE CASE
     WHEN NOT overlapping THEN ST_Length(ST_Intersection(pa, pb)) >= %(min_shared_px)s
     WHEN ST_OrderingEquals(wa, wb) THEN true

@@ -14,5 +14,7 @@ CREATE TEMP TABLE dedup_tiles (
     cx0 integer NOT NULL,  -- the tile's core; cores partition the image in a grid
     cy0 integer NOT NULL,
     cx1 integer NOT NULL,
-    cy1 integer NOT NULL
+    cy1 integer NOT NULL,
+    ci integer NOT NULL,   -- the core's column and row in the grid of cores
+    cj integer NOT NULL
 ) ON COMMIT DROP;

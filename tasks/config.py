@@ -164,7 +164,7 @@ class predict(luigi.Config):
 
     context = luigi.Parameter(default="auto", description="auto, or pixels of context around each tile core; 0: the tiles as they are")
 
-    batch_size = luigi.IntParameter(default=4, significant=False)
+    batch_size = luigi.IntParameter(default=8, significant=False, description="tiles per inference batch (memory ~ batch x window²)")
     precision = luigi.ChoiceParameter(
         default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], significant=False)
     compress = luigi.ChoiceParameter(default="zstd", choices=["zstd", "deflate", "lzw", "none"], significant=False)

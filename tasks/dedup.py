@@ -40,8 +40,8 @@ import luigi
 
 from tasks.polygonize import _affine, pixel_area, report, run_key
 
-__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "all_in_component", "partition_names", "batch_key",
-           "write_buildings", "deduplicate", "DeduplicateBorders"]
+__all__ = ["TILE_FIELDS", "check_cores", "load_tiles", "components", "whole_components", "partition_names",
+           "batch_key", "write_buildings", "deduplicate", "DeduplicateBorders"]
 
 TILE_FIELDS = ("tile_id", "col_off", "row_off", "width", "height",
                "core_col_off", "core_row_off", "core_width", "core_height")
@@ -102,7 +102,8 @@ def check_cores(tiles, width: int, height: int, source: str = "tile index") -> N
 
 def load_tiles(conn, tiles, halo_px: int = 0, width: int | None = None, height: int | None = None) -> None:
     """Create the transaction's ``dedup_tiles`` table and COPY each tile's read window (its
-    window grown by ``halo_px`` within the image, as Polygonize read it) and core into it."""
+    window grown by ``halo_px`` within the image, as Polygonize read it), core and core grid
+    cell (column, row) into it."""
     from tasks.db import load_sql
     from tasks.polygonize import read_window
 
@@ -110,13 +111,15 @@ def load_tiles(conn, tiles, halo_px: int = 0, width: int | None = None, height: 
         width = max(t["core_col_off"] + t["core_width"] for t in tiles)
     if height is None:
         height = max(t["core_row_off"] + t["core_height"] for t in tiles)
+    col = {x: i for i, x in enumerate(sorted({int(t["core_col_off"]) for t in tiles}))}
+    row = {y: j for j, y in enumerate(sorted({int(t["core_row_off"]) for t in tiles}))}
     buf = io.StringIO()
     w = csv.writer(buf)
     for t in tiles:
         c0, r0, ww, hh = read_window(t, int(halo_px), width, height)
         cx0, cy0 = int(t["core_col_off"]), int(t["core_row_off"])
         w.writerow([t["tile_id"], c0, r0, c0 + ww, r0 + hh, cx0, cy0,
-                    cx0 + int(t["core_width"]), cy0 + int(t["core_height"])])
+                    cx0 + int(t["core_width"]), cy0 + int(t["core_height"]), col[cx0], row[cy0]])
     buf.seek(0)
     with conn.cursor() as cur:
         cur.execute(load_sql("dedup_tiles"))
@@ -144,19 +147,57 @@ def components(pairs) -> tuple:
     return ids, smallest[lab]
 
 
-def all_in_component(ids, labels, pairs, flags):
-    """Per id of :func:`components`' ``(ids, labels)``: whether ``flags`` (one per pair of
-    ``pairs``) holds for every pair of the id's component."""
+def whole_components(ids, labels, pairs, agree, pieces, rtol: float = 1e-9):
+    """Per id of :func:`components`' ``(ids, labels)``: the piece whose whole polygon is its
+    component's building, or -1 where the pieces must be unioned.
+
+    ``pairs``: the links, ``agree``: per link, whether the two tiles' polygons are identical in
+    the overlap of their read windows; ``pieces``: rows ``(piece_id, pred_id, complete, area,
+    whole_area)`` covering ``ids``, ``complete`` meaning that the tile saw the whole polygon
+    entirely (it does not reach the edge of the window the tile read, except on the image
+    border).
+
+    A component qualifies when its pieces come from two predictions, every link agrees, and one
+    of the predictions is complete with an area equal (within ``rtol``) to the sum of the
+    pieces' areas. Then that polygon is the union of the pieces: the other tile's pieces lie in
+    its part of the overlap (it agrees with a polygon that stays inside the first window there,
+    so it cannot leave that window either), the pieces do not overlap (cores partition the
+    image), and their areas add up to the polygon's."""
     import numpy as np
 
-    ids, labels = np.asarray(ids), np.asarray(labels)
+    ids, labels = np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+    out = np.full(len(ids), -1, dtype=np.int64)
+    if not len(ids):
+        return out
+    rows = list(pieces)
+    pid = np.array([r[0] for r in rows], dtype=np.int64)
+    order = np.argsort(pid)
+    pid = pid[order]
+    pos = np.searchsorted(pid, ids)
+    if (pos >= len(pid)).any() or (pid[np.minimum(pos, len(pid) - 1)] != ids).any():
+        raise ValueError("whole_components: a linked piece is missing from the pieces")
+    pos = order[pos]
+    pred = np.array([r[1] for r in rows], dtype=np.int64)[pos]
+    complete = np.array([bool(r[2]) for r in rows], dtype=bool)[pos]
+    area = np.array([r[3] for r in rows], dtype=np.float64)[pos]
+    warea = np.array([r[4] for r in rows], dtype=np.float64)[pos]
+
+    comps, cinv = np.unique(labels, return_inverse=True)
+    n = len(comps)
+    ok = np.ones(n, dtype=bool)
     e = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    comps, inv = np.unique(labels, return_inverse=True)
-    ok = np.ones(len(comps), dtype=bool)
     if len(e):
-        edge_comp = np.searchsorted(comps, labels[np.searchsorted(ids, e[:, 0])])
-        np.logical_and.at(ok, edge_comp, np.asarray(flags, dtype=bool))
-    return ok[inv]
+        np.logical_and.at(ok, cinv[np.searchsorted(ids, e[:, 0])], np.asarray(agree, dtype=bool))
+    # exactly two predictions per component
+    cp = np.unique(np.stack([cinv, pred], axis=1), axis=0)
+    ok &= np.bincount(cp[:, 0], minlength=n) == 2
+    total = np.bincount(cinv, weights=area, minlength=n)
+    cand = complete & ok[cinv] & (np.abs(warea - total[cinv]) <= rtol * total[cinv])
+    best = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(best, cinv[cand], ids[cand])
+    has = best != np.iinfo(np.int64).max
+    out[has[cinv]] = best[cinv][has[cinv]]
+    return out
 
 
 def partition_names(batch: str) -> tuple[str, str]:
@@ -234,11 +275,16 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
 
     if width is not None and height is not None:
         check_cores(tiles, width, height)
+    if width is None:
+        width = max(t["core_col_off"] + t["core_width"] for t in tiles)
+    if height is None:
+        height = max(t["core_row_off"] + t["core_height"] for t in tiles)
     t = _affine(transform)
     params = {
         "run": run, "image": image, "srid": int(srid), "pixel_area": pixel_area(t),
         "min_area_m2": float(min_area_m2), "simplify_px": float(simplify_px),
         "min_shared_px": float(min_shared_px), "merge_overlap": float(merge_overlap),
+        "width": int(width), "height": int(height),
         "a": t.a, "b": t.b, "c": t.c, "d": t.d, "e": t.e, "f": t.f,
     }
 
@@ -257,10 +303,11 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
         links = cur.fetchall()
         pairs = [(a, b) for a, b, _ in links]
         ids, labels = components(pairs)
-        same = all_in_component(ids, labels, pairs, [s for _, _, s in links])
+        cur.execute(load_sql("dedup_components_pieces"))
+        whole_of = whole_components(ids, labels, pairs, [g for _, _, g in links], cur.fetchall())
         buf = io.StringIO()
-        for i, c, s in zip(ids.tolist(), labels.tolist(), same.tolist()):
-            buf.write(f"{i},{c},{'t' if s else 'f'}\n")
+        for i, c, w in zip(ids.tolist(), labels.tolist(), whole_of.tolist()):
+            buf.write(f"{i},{c},{w if w >= 0 else ''}\n")
         buf.seek(0)
         cur.copy_expert(load_sql("dedup_components_copy"), buf)
         cur.execute("ANALYZE dedup_comp")

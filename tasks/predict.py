@@ -384,7 +384,7 @@ def check_bands(image_bands: int, info: dict, where) -> None:
         raise ValueError(f"{where}: the image has {image_bands} bands, the model was trained on {want}")
 
 
-def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 4,
+def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 8,
                   precision: str = "auto", compress: str = "zstd", progress=None, predictor=None,
                   context: int | str = 0, source=None) -> dict:
     """PredictImage's work: the tiles of ``index_path`` (TileImage's index.json) through a model
@@ -437,6 +437,8 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
             from models import receptive_margin
 
             context = receptive_margin(info["arch"]["depth"])
+            if (index.get("overlap", 0) // 2 - (align - 1) >= context and index.get("tile_size", 1) % align == 0):
+                context = 0  # the tiles' own overlap already gives every core its full context
         if int(context) > 0:
             source = source or index.get("source")
             if not source:

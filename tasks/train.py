@@ -162,31 +162,33 @@ class Augment:
 
 def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, aug: Augment,
                  mean=None, std=None, nodata=None, value_range=None) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips/rot90 applied identically to image and mask (H, W, C); brightness and
-    contrast applied to the image only, nodata pixels untouched. Always draws the same number of
-    random values, so the stream stays aligned whatever the options."""
+    """Random flips/rot90 applied identically to image and mask (H, W, C); brightness, contrast
+    and colour applied to the image only (float32 out), nodata pixels untouched. Always draws the
+    same number of random values, so the stream stays aligned whatever the options."""
     k, fh, fv = int(rng.integers(4)), rng.random() < 0.5, rng.random() < 0.5
     c = 1.0 + rng.uniform(-1, 1) * aug.contrast
     b = rng.uniform(-1, 1) * aug.brightness + rng.uniform(-1, 1, image.shape[-1]) * aug.color
-    img = image.astype(np.float32)
-    if aug.contrast or aug.brightness or aug.color:
-        m = np.asarray(mean if mean is not None else img.reshape(-1, img.shape[-1]).mean(0), np.float32)
-        sd = np.asarray(std if std is not None else 1.0, np.float32)
-        new = (img - m) * np.float32(c) + m + b.astype(np.float32) * sd
-        if value_range is not None:
-            new = np.clip(new, value_range[0], value_range[1])
-        if nodata is not None:
-            invalid = np.all(img == nodata, axis=-1, keepdims=True)
-            new = np.where(invalid, img, new)
-        img = new
-    msk = mask
+    img, msk = image, mask
+    # geometry first, on the (small) source dtype; the one copy below makes the views contiguous
     if aug.flips and fh:
         img, msk = img[:, ::-1], msk[:, ::-1]
     if aug.flips and fv:
         img, msk = img[::-1], msk[::-1]
     if aug.rotations and k and (img.shape[0] == img.shape[1] or k == 2):
         img, msk = np.rot90(img, k, axes=(0, 1)), np.rot90(msk, k, axes=(0, 1))
-    return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+    out = np.array(img, dtype=np.float32)  # contiguous copy
+    if aug.contrast or aug.brightness or aug.color:
+        m = np.asarray(mean if mean is not None else out.reshape(-1, out.shape[-1]).mean(0), np.float32)
+        sd = np.asarray(std if std is not None else 1.0, np.float32)
+        # (x - m) * c + m + b * sd  ==  x * c + (m * (1 - c) + b * sd), in place
+        out *= np.float32(c)
+        out += (m * np.float32(1.0 - c) + b.astype(np.float32) * sd).astype(np.float32)
+        if value_range is not None:
+            np.clip(out, value_range[0], value_range[1], out=out)
+        if nodata is not None:
+            invalid = np.all(np.asarray(img) == nodata, axis=-1)
+            out[invalid] = nodata
+    return out, np.ascontiguousarray(msk)
 
 
 def dtype_range(dtype) -> tuple[float, float] | None:
@@ -275,6 +277,8 @@ def _tile_dataset_class():
             self.mean, self.std, self.nodata, self.value_range = mean, std, nodata, value_range
             self.epoch = int(initial_epoch)
             self.cache = cache or TileCache(0)
+            self._orders: dict[int, np.ndarray] = {}
+            self._lock = threading.Lock()
 
         def __len__(self):
             if self.training:
@@ -286,12 +290,19 @@ def _tile_dataset_class():
                 self.epoch += 1
 
         def order(self, epoch: int) -> np.ndarray:
-            rng = np.random.default_rng([self.seed, epoch, 0])
-            reps = math.ceil(self.samples / len(self.items))
-            return np.concatenate([rng.permutation(len(self.items)) for _ in range(reps)])[:self.samples]
+            """The epoch's sequence of tile indexes (each tile once per pass, shuffled)."""
+            with self._lock:
+                if epoch not in self._orders:
+                    rng = np.random.default_rng([self.seed, epoch, 0])
+                    reps = math.ceil(self.samples / len(self.items))
+                    self._orders = {epoch: np.concatenate([rng.permutation(len(self.items))
+                                                           for _ in range(reps)])[:self.samples],
+                                    **{e: o for e, o in self._orders.items() if e >= epoch - 1}}
+                return self._orders[epoch]
 
         def sample(self, position: int, epoch: int):
-            """One (image, mask) pair: deterministic in (seed, epoch, position)."""
+            """One (image, mask) pair (mask in its file's 0/255 uint8): deterministic in (seed,
+            epoch, position)."""
             s = self.crop
             if self.training:
                 item = self.items[int(self.order(epoch)[position])]
@@ -309,7 +320,7 @@ def _tile_dataset_class():
                                  f"got image {img.shape[:2]} and mask {msk.shape[:2]}")
             if self.training:
                 img, msk = augment_pair(img, msk, rng, self.augment, self.mean, self.std, self.nodata, self.value_range)
-            return img.astype(np.float32), msk.astype(np.float32) * np.float32(1 / 255)
+            return img, msk
 
         def __getitem__(self, idx):
             lo = idx * self.batch_size
@@ -317,8 +328,15 @@ def _tile_dataset_class():
             if lo >= hi:
                 raise IndexError(idx)
             epoch = self.epoch
-            pairs = [self.sample(p, epoch) for p in range(lo, hi)]
-            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+            x = y = None
+            for j, p in enumerate(range(lo, hi)):
+                img, msk = self.sample(p, epoch)
+                if x is None:
+                    x = np.empty((hi - lo, *img.shape), np.float32)
+                    y = np.empty((hi - lo, *msk.shape), np.float32)
+                x[j] = img
+                np.multiply(msk, np.float32(1 / 255), out=y[j], casting="unsafe")
+            return x, y
 
     _TileDataset = TileDataset
     return TileDataset
