@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     where = "a local scheduler" if local else f"luigid at http://{host}:{port}"
     print(f"footprints: running RunAll with {where}, workdir {workdir()}", flush=True)
     t0 = time.time()
-    result = luigi.build([RunAll()], workers=args.workers, local_scheduler=local, detailed_summary=True)
+    result = luigi.build([RunAll()], workers=args.workers, local_scheduler=local, detailed_summary=True,
+                         log_level="INFO")
     print(result.summary_text)
     ok = result.status in (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
     print(f"\nfootprints: {'done' if ok else 'FAILED'} in {time.time() - t0:.0f} s")

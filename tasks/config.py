@@ -79,7 +79,7 @@ class polygonize(luigi.Config):
     """Probabilities -> building polygons (Polygonize) and their final clean-up (DeduplicateBorders)."""
 
     threshold = luigi.FloatParameter(default=0.5, description="a pixel is a building where its probability > threshold")
-    min_area_m2 = luigi.FloatParameter(default=2.0, description="drop buildings smaller than this (m², image CRS)")
+    min_area_m2 = luigi.FloatParameter(default=5.0, description="drop buildings smaller than this (m², image CRS)")
     simplify_px = luigi.FloatParameter(default=1.0, description="Douglas-Peucker tolerance (pixels), topology preserving; 0: off")
     halo_px = luigi.IntParameter(default=8, description="pixels read around each tile window (within the image): context for the 3-class split, and the overlap in which DeduplicateBorders proves two pieces are one building, even with tiling overlap 0")
 
