@@ -138,9 +138,12 @@ def main(argv=None) -> int:
             ours()
             t_ours.append(time.perf_counter() - t)
         ours("auto")  # warm-up of the context windows' shape
-        t = time.perf_counter()
-        ours("auto")
-        t_auto = time.perf_counter() - t
+        t_autos = []
+        for _ in range(2):
+            t = time.perf_counter()
+            ours("auto")
+            t_autos.append(time.perf_counter() - t)
+        t_auto = min(t_autos)
     bare_tps, ours_tps = n / min(t_bare), n / min(t_ours)
     model_px = n * x.shape[1] * x.shape[2]
     mpx_ours = model_px / min(t_ours) / 1e6
