@@ -22,41 +22,51 @@ WITH merged AS (
     FROM dedup_pieces p
     JOIN dedup_comp c ON c.piece_id = p.piece_id
     GROUP BY c.comp
-), parts AS (
-    SELECT ST_Normalize(ST_Simplify(ST_Normalize(d.geom), 0)) AS g, u.score, ST_Area(d.geom) AS area0
+), parts AS NOT MATERIALIZED (   -- (polygon, score, its area and extent where known)
+    SELECT ST_Normalize(ST_Simplify(ST_Normalize(d.geom), 0)) AS g, u.score, ST_Area(d.geom) AS area0,
+           NULL::float8 AS bx0, NULL::float8 AS by0, NULL::float8 AS bx1, NULL::float8 AS by1
     FROM (SELECT coalesce(w.whole, m.g) AS g, m.score
-          FROM merged m LEFT JOIN dedup_pieces w ON w.piece_id = m.whole_of) u,
+          FROM merged m
+          LEFT JOIN (SELECT piece_id, whole FROM dedup_pieces WHERE edge) w ON w.piece_id = m.whole_of) u,
          LATERAL ST_Dump(u.g) d
     WHERE ST_Dimension(d.geom) = 2
     UNION ALL
-    SELECT p.piece, p.score, p.area
+    SELECT p.piece, p.score, p.area, p.px0, p.py0, p.px1, p.py1
     FROM dedup_pieces p
     WHERE NOT EXISTS (SELECT 1 FROM dedup_comp c WHERE c.piece_id = p.piece_id)
     UNION ALL
-    SELECT p.whole, p.score, NULL
-    FROM (SELECT tile_id, score, whole, ST_XMin(bb) AS bx0, ST_YMin(bb) AS by0, ST_XMax(bb) AS bx1,
-                 ST_YMax(bb) AS by1
-          FROM (SELECT tile_id, score, geom_pix AS whole, Box3D(geom_pix) AS bb
+    SELECT p.whole, p.score, NULL, p.bx0, p.by0, p.bx1, p.by1
+    FROM (SELECT score, ST_XMin(bb) AS bx0, ST_YMin(bb) AS by0, ST_XMax(bb) AS bx1, ST_YMax(bb) AS by1,
+                 tile_id, whole
+          FROM (SELECT score, Box3D(geom_pix) AS bb, tile_id, geom_pix AS whole
                 FROM predictions WHERE run = %(run)s AND image = %(image)s OFFSET 0) a
           OFFSET 0) p
     JOIN dedup_tiles t ON t.tile_id = p.tile_id
     WHERE p.bx0 > t.cx0 AND p.bx1 < t.cx1 AND p.by0 > t.cy0 AND p.by1 < t.cy1
-), simple AS (
-    SELECT g, score, area, ST_XMin(bb) AS x0, ST_YMin(bb) AS y0, ST_XMax(bb) AS x1, ST_YMax(bb) AS y1
-    FROM (SELECT g, score, ST_Area(g) AS area, Box3D(g) AS bb
-          FROM (SELECT CASE WHEN %(simplify_px)s > 0
-                            THEN ST_Normalize(ST_SimplifyPreserveTopology(ST_Normalize(g), %(simplify_px)s))
-                            ELSE g END AS g, score
+), simple AS (   -- simplified (then area and extent anew), at least the minimum area before
+    SELECT coalesce(by0, ST_YMin(bb)) AS y0, coalesce(bx0, ST_XMin(bb)) AS x0, coalesce(by1, ST_YMax(bb)) AS y1,
+           coalesce(bx1, ST_XMax(bb)) AS x1, area, score, g
+    FROM (SELECT g, score, area, bx0, by0, bx1, by1, CASE WHEN bx0 IS NULL THEN Box3D(g) END AS bb
+          FROM (SELECT g, score, ST_Area(g) AS area, NULL::float8 AS bx0, NULL::float8 AS by0, NULL::float8 AS bx1,
+                       NULL::float8 AS by1
+                FROM (SELECT ST_Normalize(ST_SimplifyPreserveTopology(ST_Normalize(g), %(simplify_px)s)) AS g, score
+                      FROM parts
+                      WHERE %(simplify_px)s > 0
+                        AND (%(min_area_m2)s <= 0 OR coalesce(area0, ST_Area(g)) * %(pixel_area)s >= %(min_area_m2)s)
+                      OFFSET 0) s
+                WHERE NOT ST_IsEmpty(g) AND GeometryType(g) = 'POLYGON'
+                UNION ALL
+                SELECT g, score, coalesce(area0, ST_Area(g)), bx0, by0, bx1, by1
                 FROM parts
-                WHERE %(min_area_m2)s <= 0 OR coalesce(area0, ST_Area(g)) * %(pixel_area)s >= %(min_area_m2)s
+                WHERE %(simplify_px)s <= 0
+                  AND (%(min_area_m2)s <= 0 OR coalesce(area0, ST_Area(g)) * %(pixel_area)s >= %(min_area_m2)s)
                 OFFSET 0) s
-          WHERE %(simplify_px)s <= 0 OR (NOT ST_IsEmpty(g) AND GeometryType(g) = 'POLYGON')
           OFFSET 0) s
 ), numbered AS (
-    SELECT g, score, area, row_number() OVER (ORDER BY y0, x0, y1, x1, area, g) AS id
+    SELECT row_number() OVER (ORDER BY y0, x0, y1, x1, area, g) AS id, area, score, g
     FROM simple
 )
 SELECT %(batch)s, %(run)s, %(image)s, id, coalesce(score, 0), area * %(pixel_area)s, %(srid)s, g, geo,
        ST_Transform(geo, 4326)
-FROM (SELECT id, score, area, g, ST_SetSRID(ST_Affine(g, %(a)s, %(b)s, %(d)s, %(e)s, %(c)s, %(f)s), %(srid)s) AS geo
+FROM (SELECT id, area, score, g, ST_SetSRID(ST_Affine(g, %(a)s, %(b)s, %(d)s, %(e)s, %(c)s, %(f)s), %(srid)s) AS geo
       FROM numbered OFFSET 0) x;

@@ -1,7 +1,7 @@
 -- DeduplicateBorders, step 4a: a fresh table for the buildings of one batch (run, image), to be
 -- filled without indexes (buildings_insert.sql), indexed in bulk (buildings_index.sql) and
 -- attached to `buildings` as the batch's partition (buildings_attach.sql).
--- The same columns, in the same order, and the same named CHECKs as `buildings` in schema.sql
+-- The same columns, in the same order, and the same named CHECK as `buildings` in schema.sql
 -- (ATTACH refuses a table that differs). Spelled out rather than LIKE buildings: LIKE would hold
 -- a lock on `buildings` for the whole transaction, and a rerun's DROP of the old partition
 -- (ACCESS EXCLUSIVE on `buildings`) could then deadlock with another image's DeduplicateBorders.

@@ -5,8 +5,7 @@
 SET LOCAL jit = off;
 SET LOCAL work_mem = '256MB';
 DROP TABLE IF EXISTS dedup_tiles;
-CREATE TEMP TABLE dedup_tiles (
-    tile_id text PRIMARY KEY,
+CREATE TEMP TABLE dedup_tiles (   -- fixed-width columns first: cheaper to read out of a row
     x0 integer NOT NULL,   -- the window Polygonize read: the tile's window grown by the halo,
     y0 integer NOT NULL,   -- within the image (image pixels, x1/y1 exclusive)
     x1 integer NOT NULL,
@@ -16,5 +15,6 @@ CREATE TEMP TABLE dedup_tiles (
     cx1 integer NOT NULL,
     cy1 integer NOT NULL,
     ci integer NOT NULL,   -- the core's column and row in the grid of cores
-    cj integer NOT NULL
+    cj integer NOT NULL,
+    tile_id text PRIMARY KEY
 ) ON COMMIT DROP;

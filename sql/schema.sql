@@ -149,7 +149,7 @@ CREATE INDEX IF NOT EXISTS predictions_geom_gix ON predictions USING gist (geom)
 
 -- buildings: LIST-partitioned by batch, one partition per (run, image). DeduplicateBorders
 -- fills a fresh, index-free table, builds its indexes in bulk (sorted GiST builds) and attaches
--- it here (sql/buildings_partition.sql, which must keep the same columns and named CHECKs: ATTACH
+-- it here (sql/buildings_partition.sql, which must keep the same columns and named CHECK: ATTACH
 -- checks them); a rerun drops the old partition in the same transaction. Queries name the batch
 -- (batch = buildings_batch(run, image)) so that only one partition is read.
 -- The batch key: injective (the run's length first), readable, one definition for SQL and Python.
@@ -158,9 +158,8 @@ CREATE OR REPLACE FUNCTION buildings_batch(run text, image text) RETURNS text
     AS $$ SELECT length(run)::text || ':' || run || '|' || image $$;
 
 -- A database made before the partitioning has a plain `buildings` table: dropped when empty;
--- otherwise kept as `buildings_unpartitioned` (its indexes renamed out of the way) and its
--- DeduplicateBorders markers deleted, so that the next run recomputes the buildings (from
--- `predictions`) into the partitioned table.
+-- otherwise renamed aside here (its indexes too, out of the new ones' way), and its rows moved
+-- into per-batch partitions below.
 DO $$
 DECLARE
     r record;
@@ -177,9 +176,6 @@ BEGIN
                      WHERE i.indrelid = to_regclass('buildings_unpartitioned') LOOP
                 EXECUTE format('ALTER INDEX %I RENAME TO %I', r.relname, left('unpartitioned_' || r.relname, 63));
             END LOOP;
-            DELETE FROM table_updates WHERE target_table = 'buildings';
-            RAISE NOTICE 'the unpartitioned buildings table is now buildings_unpartitioned; its markers are '
-                         'deleted, so DeduplicateBorders recomputes the buildings';
         END IF;
     END IF;
 END $$;
@@ -201,3 +197,31 @@ CREATE TABLE IF NOT EXISTS buildings (
 CREATE INDEX IF NOT EXISTS buildings_geom_gix ON buildings USING gist (geom);
 CREATE INDEX IF NOT EXISTS buildings_geom_pix_gix ON buildings USING gist (geom_pix);
 CREATE INDEX IF NOT EXISTS buildings_geom_4326_gix ON buildings USING gist (geom_4326);
+
+-- The rows of an older, unpartitioned `buildings`: one partition per batch, named as
+-- tasks.dedup.partition_names names it (so the next DeduplicateBorders of the batch replaces
+-- it); their markers stay valid. And an early version of the partitioned table also checked
+-- batch = buildings_batch(run, image) on every row: dropped (looked up first, so that this takes
+-- no lock on `buildings` where there is nothing to drop).
+DO $$
+DECLARE
+    b text;
+    n bigint;
+BEGIN
+    IF to_regclass('buildings_unpartitioned') IS NOT NULL THEN
+        FOR b IN SELECT DISTINCT buildings_batch(run, image) FROM buildings_unpartitioned LOOP
+            EXECUTE format('CREATE TABLE %I PARTITION OF buildings FOR VALUES IN (%L)',
+                           'buildings_' || left(encode(sha256(convert_to(b, 'UTF8')), 'hex'), 24) || '_0', b);
+        END LOOP;
+        INSERT INTO buildings (batch, run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326)
+        SELECT buildings_batch(run, image), run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326
+        FROM buildings_unpartitioned;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        DROP TABLE buildings_unpartitioned;
+        RAISE NOTICE 'buildings: the % rows of the unpartitioned table moved into per-batch partitions', n;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = to_regclass('buildings') AND conname = 'buildings_batch_check') THEN
+        ALTER TABLE buildings DROP CONSTRAINT buildings_batch_check;
+    END IF;
+END $$;

@@ -1,8 +1,13 @@
 """DeduplicateBorders: every building exactly once and whole, however the tiles overlap.
 
-Works in SQL over the ``predictions`` of one (run, image) and writes ``buildings``:
+Works in SQL over the ``predictions`` of one (run, image) and writes its partition of
+``buildings``:
 
-1. ``dedup_pieces``: every tile's polygon is clipped to the tile's core. Cores partition the
+1. ``dedup_pieces``: predictions strictly inside their tile's core are whole buildings (step 4
+   takes them straight from ``predictions``). Of the others, a polygon that every tile whose
+   core it reaches saw identically (grouped by exact equality; one per cell of the cores'
+   rectangle it spans, touching that rectangle's outline only on the image border) is a whole
+   building too, kept once. The rest are clipped to their tile's core. Cores partition the
    image, so the duplicates from overlapping windows disappear and each building becomes a set
    of non-overlapping pieces whose edges on the core lines coincide exactly (the polygons are
    pixel-exact, the cores integer rectangles).
@@ -16,18 +21,22 @@ Works in SQL over the ``predictions`` of one (run, image) and writes ``buildings
      line), the pieces share a stretch of the core line at least ``min_shared_px`` long (then
      two buildings split exactly along a core line would be joined: keep a halo).
 3. ``dedup_components``: connected components of the links (the link pairs out in one query,
-   scipy's connected components, the labels back with one COPY).
-4. ``buildings_insert``: each component unioned; then per whole building the minimum area
-   (m²), the simplification (pixels), the geo geometry (image CRS, via the image's affine
-   transform) and EPSG:4326. The rows go into a fresh table without indexes
-   (``buildings_partition``); its primary key and GiST indexes are then built in bulk
-   (``buildings_index``), the batch's previous partition, if any, is dropped, and the table is
-   attached to the LIST-partitioned ``buildings`` as the partition of the batch
-   ``buildings_batch(run, image)`` (``buildings_attach``). Maintaining three GiST indexes row
-   by row cost ~40 µs a row; bulk (sorted) builds cost a fraction of that.
+   scipy's connected components, the labels back with one COPY), and per component whether
+   one tile's polygon is already the union of its pieces (:func:`whole_components`: the
+   common building cut by one tile's window but seen entirely by its neighbour).
+4. ``buildings_insert``: each component unioned (or that polygon taken); then per whole
+   building the minimum area (m²), the simplification (pixels), the geo geometry (image CRS,
+   via the image's affine transform) and EPSG:4326. The rows go into a fresh table without
+   indexes (``buildings_partition``); its primary key and GiST indexes are then built in bulk
+   (``buildings_index``: sorted GiST builds), the batch's previous partition, if any, is
+   dropped, and the table is attached to the LIST-partitioned ``buildings`` as the partition of
+   the batch ``buildings_batch(run, image)`` (``buildings_attach``). Maintaining three GiST
+   indexes row by row cost ~40 µs a row; the bulk builds cost ~5 µs.
 
 All thresholds are in pixels or in units of the image CRS, never in degrees. Everything runs
-inside the caller's transaction; the task commits the rows with its marker.
+inside the caller's transaction; the task commits the rows with its marker. Nothing locks
+``buildings`` before the final drop-and-attach, so DeduplicateBorders of other images run
+alongside (a rerun waits there for transactions still reading ``buildings``).
 """
 from __future__ import annotations
 
@@ -169,18 +178,18 @@ def whole_components(ids, labels, pairs, agree, pieces, rtol: float = 1e-9):
     out = np.full(len(ids), -1, dtype=np.int64)
     if not len(ids):
         return out
-    rows = list(pieces)
-    pid = np.array([r[0] for r in rows], dtype=np.int64)
+    cols = list(zip(*pieces)) or [(), (), (), (), ()]
+    pid = np.array(cols[0], dtype=np.int64)
     order = np.argsort(pid)
     pid = pid[order]
     pos = np.searchsorted(pid, ids)
     if (pos >= len(pid)).any() or (pid[np.minimum(pos, len(pid) - 1)] != ids).any():
         raise ValueError("whole_components: a linked piece is missing from the pieces")
     pos = order[pos]
-    pred = np.array([r[1] for r in rows], dtype=np.int64)[pos]
-    complete = np.array([bool(r[2]) for r in rows], dtype=bool)[pos]
-    area = np.array([r[3] for r in rows], dtype=np.float64)[pos]
-    warea = np.array([r[4] for r in rows], dtype=np.float64)[pos]
+    pred = np.array(cols[1], dtype=np.int64)[pos]
+    complete = np.array(cols[2], dtype=bool)[pos]
+    area = np.array(cols[3], dtype=np.float64)[pos]
+    warea = np.array(cols[4], dtype=np.float64)[pos]
 
     comps, cinv = np.unique(labels, return_inverse=True)
     n = len(comps)
@@ -269,8 +278,9 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
     does not commit.
 
     Set-based SQL throughout; the one step done in Python is the connected components of the
-    links between pieces (a graph algorithm, which SQL does poorly): the link pairs come out
-    in one query and the labels go back with one COPY."""
+    links between pieces (a graph algorithm, which SQL does poorly): the links and the pieces
+    they join come out in two queries, and the labels go back with one COPY. The result
+    replaces the batch's partition of ``buildings`` (:func:`write_buildings`)."""
     from tasks.db import load_sql
 
     if width is not None and height is not None:
@@ -305,10 +315,8 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
         ids, labels = components(pairs)
         cur.execute(load_sql("dedup_components_pieces"))
         whole_of = whole_components(ids, labels, pairs, [g for _, _, g in links], cur.fetchall())
-        buf = io.StringIO()
-        for i, c, w in zip(ids.tolist(), labels.tolist(), whole_of.tolist()):
-            buf.write(f"{i},{c},{w if w >= 0 else ''}\n")
-        buf.seek(0)
+        buf = io.StringIO("".join(f"{i},{c},{w if w >= 0 else ''}\n"
+                                  for i, c, w in zip(ids.tolist(), labels.tolist(), whole_of.tolist())))
         cur.copy_expert(load_sql("dedup_components_copy"), buf)
         cur.execute("ANALYZE dedup_comp")
         step("writing buildings", 0.6)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from rasterio.crs import CRS
 
 from tasks import db
-from tasks.dedup import DeduplicateBorders, batch_key, check_cores, components, deduplicate, partition_names
+from tasks.dedup import (DeduplicateBorders, batch_key, check_cores, components, deduplicate, partition_names,
+                         whole_components)
 from tasks.masks import make_mask
 from tasks.polygonize import (pixel_to_geo, polygonize_probabilities, prediction_rows, read_window, run_key,
                               tile_polygons)
@@ -409,8 +410,9 @@ def test_batch_keys_and_partition_names_are_one_to_one(pg, pairs):
     pg.rollback()
 
 
-def _old_buildings(cur, rows: bool):
-    """The `buildings` table as the schema made it before the partitioning."""
+def _old_buildings(cur, rows):
+    """The `buildings` table as the schema made it before the partitioning, with ``rows``
+    ((run, image, building_id), ...)."""
     cur.execute("DROP TABLE buildings")
     cur.execute("""CREATE TABLE buildings (
         id bigserial PRIMARY KEY, run text NOT NULL, image text NOT NULL, building_id integer NOT NULL,
@@ -420,12 +422,12 @@ def _old_buildings(cur, rows: bool):
         CREATE INDEX buildings_geom_gix ON buildings USING gist (geom);
         CREATE INDEX buildings_geom_pix_gix ON buildings USING gist (geom_pix);
         CREATE INDEX buildings_geom_4326_gix ON buildings USING gist (geom_4326);""")
-    cur.execute("INSERT INTO table_updates (update_id, target_table) VALUES ('dedup:r:i', 'buildings'), "
-                "('polygonize:r:i', 'predictions')")
-    if rows:
+    cur.execute("INSERT INTO table_updates (update_id, target_table) VALUES ('dedup:r:i', 'buildings')")
+    for run, image, bid in rows:
         cur.execute("INSERT INTO buildings (run, image, building_id, score, area_m2, srid, geom_pix, geom, geom_4326) "
-                    "VALUES ('r', 'i', 1, 0.9, 1, 32616, 'POLYGON((0 0,1 0,1 1,0 0))', "
-                    "'SRID=32616;POLYGON((0 0,1 0,1 1,0 0))', 'SRID=4326;POLYGON((0 0,1 0,1 1,0 0))')")
+                    "VALUES (%s, %s, %s, 0.9, 0.125, 32616, 'POLYGON((0 0,1 0,1 1,0 0))', "
+                    "'SRID=32616;POLYGON((0 0,1 0,1 1,0 0))', 'SRID=4326;POLYGON((0 0,1 0,1 1,0 0))')",
+                    (run, image, bid))
 
 
 def _is_partitioned(cur):
@@ -434,36 +436,38 @@ def _is_partitioned(cur):
 
 
 def test_schema_is_idempotent_and_migrates_an_unpartitioned_buildings_table(pg):
+    from tasks.outputs import read_buildings
+
     with pg.cursor() as cur:
         for _ in range(2):  # idempotent
             cur.execute(db.load_sql("schema"))
         assert _is_partitioned(cur)
-        # an old, empty `buildings`: dropped and made again, the markers kept
-        _old_buildings(cur, rows=False)
+        # an old, empty `buildings`: dropped and made again
+        _old_buildings(cur, [])
         cur.execute(db.load_sql("schema"))
         assert _is_partitioned(cur)
         cur.execute("SELECT to_regclass('buildings_unpartitioned'), count(*) FROM table_updates")
-        assert cur.fetchone() == (None, 2)
+        assert cur.fetchone() == (None, 1)
     pg.rollback()
+    run = new_run()
+    tiles = two_images(pg, run)
     with pg.cursor() as cur:
-        # an old `buildings` with rows: kept aside (indexes renamed), its dedup markers deleted
-        _old_buildings(cur, rows=True)
+        # an old `buildings` with rows: moved into one partition per batch, markers kept
+        _old_buildings(cur, [(run, "img", 1), (run, "img", 2), (run, "img", 3), ("r|x", "y", 1), ("r", "x|y", 1)])
         cur.execute(db.load_sql("schema"))
         cur.execute(db.load_sql("schema"))
         assert _is_partitioned(cur)
-        cur.execute("SELECT count(*) FROM buildings_unpartitioned")
-        assert cur.fetchone()[0] == 1
-        cur.execute("SELECT update_id FROM table_updates")
-        assert [r[0] for r in cur.fetchall()] == ["polygonize:r:i"]
-        assert set(index_layout(pg, "buildings_unpartitioned")) == {
-            "unpartitioned_buildings_pkey", "unpartitioned_buildings_run_image_building_id_key",
-            "unpartitioned_buildings_geom_gix", "unpartitioned_buildings_geom_pix_gix",
-            "unpartitioned_buildings_geom_4326_gix"}
-    pg.rollback()
-    # and DeduplicateBorders writes into the new layout
-    run = new_run()
-    tiles = two_images(pg, run)
+        cur.execute("SELECT to_regclass('buildings_unpartitioned'), count(*) FROM table_updates")
+        assert cur.fetchone() == (None, 1)
+        cur.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'unpartitioned%%'")
+        assert cur.fetchone()[0] == 0
+    assert partitions_of(pg, run, "img") == [partition_names(batch_key(pg, run, "img"))[0]]
+    assert [b["building_id"] for b in read_buildings(pg, run, "img")] == [1, 2, 3]
+    assert len(read_buildings(pg, "r|x", "y")) == len(read_buildings(pg, "r", "x|y")) == 1
+    # and DeduplicateBorders replaces a migrated partition like its own
     assert deduplicate(pg, run, "img", tiles, UTM, SRID, width=64, height=48, halo_px=2) == 2
+    assert [b["building_id"] for b in read_buildings(pg, run, "img")] == [1, 2]
+    assert partitions_of(pg, run, "img") == [partition_names(batch_key(pg, run, "img"))[1]]
     pg.rollback()
 
 
@@ -476,6 +480,30 @@ def test_components_label_by_smallest_id():
     assert got == {3: 3, 5: 3, 9: 3, 20: 20, 21: 20, 40: 40, 41: 40, 42: 40}
     ids, labels = components([])
     assert len(ids) == len(labels) == 0
+
+
+def test_whole_components_only_where_one_complete_polygon_is_the_union():
+    # (a, b, agree) links; pieces (piece_id, pred_id, complete, area, whole area)
+    links = [(1, 2, True),                    # two predictions, 1's polygon complete, areas add up
+             (3, 4, False),                   # the tiles only overlap enough: no
+             (5, 6, True), (6, 7, True),      # three predictions: no
+             (8, 9, True),                    # complete, but the pieces' areas fall short: no
+             (10, 11, True),                  # neither complete: no
+             (12, 13, True), (12, 14, True)]  # a U across the line: 13 and 14 are parts of one prediction
+    pieces = [(1, 100, True, 2.0, 5.0), (2, 101, False, 3.0, 3.5),
+              (3, 102, True, 2.0, 5.0), (4, 103, False, 3.0, 3.0),
+              (5, 104, True, 1.0, 3.0), (6, 105, False, 1.0, 1.0), (7, 106, False, 1.0, 1.0),
+              (8, 107, True, 2.0, 6.0), (9, 108, False, 3.0, 3.0),
+              (10, 109, False, 2.0, 5.0), (11, 110, False, 3.0, 5.0),
+              (14, 112, False, 1.0, 2.0), (13, 112, False, 1.0, 2.0), (12, 111, True, 2.0, 4.0)]
+    pairs = [(a, b) for a, b, _ in links]
+    ids, labels = components(pairs)
+    got = dict(zip(ids.tolist(), whole_components(ids, labels, pairs, [g for _, _, g in links], pieces).tolist()))
+    assert got == {1: 1, 2: 1, 3: -1, 4: -1, 5: -1, 6: -1, 7: -1, 8: -1, 9: -1, 10: -1, 11: -1,
+                   12: 12, 13: 12, 14: 12}
+    assert len(whole_components(*components([]), [], [], [])) == 0
+    with pytest.raises(ValueError, match="missing"):
+        whole_components(ids, labels, pairs, [g for _, _, g in links], pieces[1:])
 
 
 def test_check_cores_reports_bad_tilings():
