@@ -64,6 +64,14 @@ class BinaryCrossentropy(_ChannelLoss):
         return ops.mean(ops.reshape(bce, (-1, bce.shape[-1])), axis=0)
 
 
+def _channel_sums(y_true, y_pred):
+    """Per channel over the batch: sum(t), sum(p), sum(t*p)."""
+    c = y_pred.shape[-1]
+    t = ops.reshape(y_true, (-1, c))
+    p = ops.reshape(y_pred, (-1, c))
+    return ops.sum(t, axis=0), ops.sum(p, axis=0), ops.sum(t * p, axis=0)
+
+
 @keras.saving.register_keras_serializable(package="footprints")
 class SoftJaccard(_ChannelLoss):
     """1 - soft IoU = 1 - sum(p*t) / (sum(p) + sum(t) - sum(p*t)), per channel over the batch."""
@@ -73,12 +81,8 @@ class SoftJaccard(_ChannelLoss):
         self.smooth = float(smooth)
 
     def per_channel(self, y_true, y_pred):
-        c = y_pred.shape[-1]
-        t = ops.reshape(y_true, (-1, c))
-        p = ops.reshape(y_pred, (-1, c))
-        inter = ops.sum(t * p, axis=0)
-        union = ops.sum(t, axis=0) + ops.sum(p, axis=0) - inter
-        return 1.0 - (inter + self.smooth) / (union + self.smooth)
+        t_sum, p_sum, inter = _channel_sums(y_true, y_pred)
+        return 1.0 - (inter + self.smooth) / (t_sum + p_sum - inter + self.smooth)
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth}
@@ -93,11 +97,8 @@ class Dice(_ChannelLoss):
         self.smooth = float(smooth)
 
     def per_channel(self, y_true, y_pred):
-        c = y_pred.shape[-1]
-        t = ops.reshape(y_true, (-1, c))
-        p = ops.reshape(y_pred, (-1, c))
-        inter = ops.sum(t * p, axis=0)
-        return 1.0 - (2.0 * inter + self.smooth) / (ops.sum(t, axis=0) + ops.sum(p, axis=0) + self.smooth)
+        t_sum, p_sum, inter = _channel_sums(y_true, y_pred)
+        return 1.0 - (2.0 * inter + self.smooth) / (t_sum + p_sum + self.smooth)
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth}

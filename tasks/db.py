@@ -138,3 +138,12 @@ def srid_for_crs(conn, crs) -> int:
 
 def ident(name: str):
     return psql.Identifier(name)
+
+
+def next_partition(conn, sql_name: str, names: tuple[str, str]) -> tuple[str, list[str]]:
+    """Of two alternating partition table names, the one not in use now (so the new partition
+    can be filled beside the old one and swapped in one transaction), and those in use."""
+    with conn.cursor() as cur:
+        cur.execute(load_sql(sql_name), {"names": list(names)})
+        old = [r[0] for r in cur.fetchall()]
+    return (names[1] if names[0] in old else names[0]), old

@@ -236,14 +236,11 @@ def write_buildings(conn, params: dict, progress=None) -> int:
     ``buildings`` only until the caller commits."""
     from psycopg2 import sql as psql
 
-    from tasks.db import load_sql
+    from tasks.db import load_sql, next_partition
 
     batch = batch_key(conn, params["run"], params["image"])
-    names = partition_names(batch)
+    child, old = next_partition(conn, "buildings_partitions", partition_names(batch))
     with conn.cursor() as cur:
-        cur.execute(load_sql("buildings_partitions"), {"names": list(names)})
-        old = [r[0] for r in cur.fetchall()]
-        child = names[1] if names[0] in old else names[0]
         ident = {"child": psql.Identifier(child), "bound": psql.Identifier(f"{child}_batch"),
                  "pkey": psql.Identifier(f"{child}_pkey")}
         for col in ("geom", "geom_pix", "geom_4326"):

@@ -792,18 +792,15 @@ def load_labels(conn, path, override: str = "", progress=None) -> LabelReport:
     ``labels`` until the final swap of the partitions). ``progress(message)``: optional."""
     from psycopg2 import sql as psql
 
-    from tasks.db import load_sql, srid_for_crs
+    from tasks.db import load_sql, next_partition, srid_for_crs
 
     path = str(path)
     with gc_paused():
         features, crs, note, report = open_label_file(path, override)
         srid = srid_for_crs(conn, crs)
         source = source_name(path)
-        names = partition_names(source)
+        child, old = next_partition(conn, "labels_partitions", partition_names(source))
         with conn.cursor() as cur:
-            cur.execute(load_sql("labels_partitions"), {"names": list(names)})
-            old = [r[0] for r in cur.fetchall()]
-            child = names[1] if names[0] in old else names[0]
             ident = {"child": psql.Identifier(child), "bound": psql.Identifier(f"{child}_source"),
                      "pkey": psql.Identifier(f"{child}_pkey"),
                      "geom_gix": psql.Identifier(f"{child}_geom_gix"),
