@@ -16,7 +16,7 @@ demo: setup
 	@source scripts/env.sh && $(PY) -m pipeline.demo --workers $(WORKERS)
 
 test: setup
-	@source scripts/env.sh && $(PY) -m pytest -q tests
+	@source scripts/env.sh && $(VENV)/bin/ruff check . && $(PY) -m pytest -q tests
 
 bench: setup
 	@source scripts/env.sh && for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -8,7 +8,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline", "pipeline.*", "tasks", "tasks.*", "models", "models.*"]),
+    # the library (footprints), the Keras side (models), the Luigi stages (tasks) and the DAG entry
+    # (pipeline); the top-level sql/ directory ships inside the library as ``footprints.sql``
+    packages=find_packages(include=["footprints", "footprints.*", "pipeline", "pipeline.*", "tasks", "tasks.*",
+                                    "models", "models.*"]) + ["footprints.sql"],
+    package_dir={"footprints.sql": "sql"},
+    package_data={"footprints.sql": ["*.sql"]},
     include_package_data=True,
     install_requires=[
         "luigi>=3.5",
@@ -21,7 +26,7 @@ setup(
         "psycopg2-binary>=2.9",
         "geopandas>=0.14",
         "pyogrio>=0.7",
-        "msgspec>=0.18",  # tasks/labels.py: fast GeoJSON parsing (raw JSON fields)
+        "msgspec>=0.18",  # footprints/geojson.py: fast GeoJSON parsing (raw JSON fields)
         "pandas>=2.0",
         "numpy>=1.24",
         "scipy>=1.10",
@@ -30,7 +35,7 @@ setup(
         "tensorboard>=2.16",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6.80", "pyyaml>=6", "pytest-timeout>=2.1"],
+        "test": ["pytest>=7", "hypothesis>=6.80", "pyyaml>=6", "pytest-timeout>=2.1", "ruff>=0.6"],
     },
-    entry_points={"console_scripts": ["footprints=tasks.cli:main"]},
+    entry_points={"console_scripts": ["footprints=footprints.cli:main"]},
 )

@@ -192,7 +192,7 @@ def throwaway_db(tag: str):
     name, drop it afterwards (even on errors)."""
     import psycopg2
 
-    from tasks import db
+    from footprints import db
 
     name = f"footprints_bench_{tag}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = psycopg2.connect(**{**db.conn_params(), "dbname": "postgres"})

@@ -5,12 +5,14 @@ section. Nothing here is read at import time: call the section (``tiling().tile_
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import luigi
+
+from models.params import TrainParams
+
+_T = TrainParams()  # the defaults of [train]
 
 
 class paths(luigi.Config):
@@ -63,18 +65,6 @@ def workdir() -> Path:
     return Path(p).expanduser().resolve()
 
 
-def params_key(prefix: str, params: dict) -> str:
-    """A readable, collision-safe directory name for a set of significant parameters."""
-    body = json.dumps(params, sort_keys=True, default=str)
-    h = hashlib.sha1(body.encode()).hexdigest()[:8]
-    return f"{prefix}-{h}"
-
-
-def tiling_key() -> str:
-    t = tiling()
-    return f"ts{t.tile_size}_ov{t.overlap}"
-
-
 class polygonize(luigi.Config):
     """Probabilities -> building polygons (Polygonize) and their final clean-up (DeduplicateBorders)."""
 
@@ -118,7 +108,8 @@ class split(luigi.Config):
 class train(luigi.Config):
     """TrainModel: architecture, schedule, augmentation. Significant parameters key the model
     directory ``<workdir>/models/<key>/``; ``precision``, ``workers``, ``cache_mb`` and
-    ``tensorboard_port`` only change how the run executes.
+    ``tensorboard_port`` only change how the run executes. Defaults and significance are
+    ``models.params.TrainParams``' (declared there once).
 
     The defaults train the demo in about 5 minutes on 2 CPU cores (1500 steps of 4 x 256² crops,
     16 base filters, no batch norm: 2.5x faster steps on CPU). For real imagery start from
@@ -126,31 +117,36 @@ class train(luigi.Config):
     (one pass over the tiles per epoch), ``epochs = 100``, ``patience = 10``.
     """
 
-    depth = luigi.IntParameter(default=4, description="U-Net poolings")
-    base_filters = luigi.IntParameter(default=16, description="filters of the first level (doubled per level)")
-    batchnorm = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+    depth = luigi.IntParameter(default=_T.depth, description="U-Net poolings")
+    base_filters = luigi.IntParameter(default=_T.base_filters, description="filters of the first level (doubled per level)")
+    batchnorm = luigi.BoolParameter(default=_T.batchnorm, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                     description="conv-BN-ReLU blocks; false: conv+bias+ReLU (about 2.5x faster steps on CPU)")
-    epochs = luigi.IntParameter(default=15)
-    batch_size = luigi.IntParameter(default=4)
-    crop_size = luigi.IntParameter(default=256, description="random square crops of the training tiles; 0: whole tiles")
-    samples_per_epoch = luigi.IntParameter(default=400, description="crops per epoch; 0: as many as the training tiles' area holds")
-    learning_rate = luigi.FloatParameter(default=2e-3)
-    loss = luigi.Parameter(default="bce+jaccard", description="bce, jaccard, dice, focal or weighted sums like 0.5*bce+dice")
-    warmup_loss = luigi.Parameter(default="bce", description="loss of the first warmup_epochs epochs")
-    warmup_epochs = luigi.IntParameter(default=0, description="e.g. 3 with loss=jaccard: the BCE-then-soft-IoU schedule")
-    class_weights = luigi.Parameter(default="", description="comma-separated loss weight per head channel; empty: equal")
-    flips = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    rotations = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    brightness = luigi.FloatParameter(default=0.1, description="max brightness shift, in band standard deviations")
-    contrast = luigi.FloatParameter(default=0.1, description="max relative contrast change")
-    color = luigi.FloatParameter(default=0.25, description="max shift drawn per band (colour jitter), in band standard deviations")
-    patience = luigi.IntParameter(default=8, description="early stopping: epochs without a better val IoU; 0: off")
-    seed = luigi.IntParameter(default=0)
+    epochs = luigi.IntParameter(default=_T.epochs)
+    batch_size = luigi.IntParameter(default=_T.batch_size)
+    crop_size = luigi.IntParameter(default=_T.crop_size, description="random square crops of the training tiles; 0: whole tiles")
+    samples_per_epoch = luigi.IntParameter(default=_T.samples_per_epoch,
+                                           description="crops per epoch; 0: as many as the training tiles' area holds")
+    learning_rate = luigi.FloatParameter(default=_T.learning_rate)
+    loss = luigi.Parameter(default=_T.loss, description="bce, jaccard, dice, focal or weighted sums like 0.5*bce+dice")
+    warmup_loss = luigi.Parameter(default=_T.warmup_loss, description="loss of the first warmup_epochs epochs")
+    warmup_epochs = luigi.IntParameter(default=_T.warmup_epochs, description="e.g. 3 with loss=jaccard: the BCE-then-soft-IoU schedule")
+    class_weights = luigi.Parameter(default=",".join(str(w) for w in _T.class_weights or ()),
+                                    description="comma-separated loss weight per head channel; empty: equal")
+    flips = luigi.BoolParameter(default=_T.flips, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    rotations = luigi.BoolParameter(default=_T.rotations, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    brightness = luigi.FloatParameter(default=_T.brightness, description="max brightness shift, in band standard deviations")
+    contrast = luigi.FloatParameter(default=_T.contrast, description="max relative contrast change")
+    color = luigi.FloatParameter(default=_T.color, description="max shift drawn per band (colour jitter), in band standard deviations")
+    patience = luigi.IntParameter(default=_T.patience, description="early stopping: epochs without a better val IoU; 0: off")
+    seed = luigi.IntParameter(default=_T.seed)
     precision = luigi.ChoiceParameter(
-        default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], significant=False,
+        default=_T.precision, choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        significant=TrainParams.is_significant("precision"),
         description="auto: bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs, else float32")
-    workers = luigi.IntParameter(default=2, significant=False, description="threads reading and augmenting tiles")
-    cache_mb = luigi.IntParameter(default=1024, significant=False, description="decoded tiles kept in memory (LRU)")
+    workers = luigi.IntParameter(default=_T.workers, significant=TrainParams.is_significant("workers"),
+                                 description="threads reading and augmenting tiles")
+    cache_mb = luigi.IntParameter(default=_T.cache_mb, significant=TrainParams.is_significant("cache_mb"),
+                                  description="decoded tiles kept in memory (LRU)")
     tensorboard_port = luigi.IntParameter(default=0, significant=False,
                                           description="> 0: serve TensorBoard on this port during training")
 
@@ -168,3 +164,23 @@ class predict(luigi.Config):
     precision = luigi.ChoiceParameter(
         default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], significant=False)
     compress = luigi.ChoiceParameter(default="zstd", choices=["zstd", "deflate", "lzw", "none"], significant=False)
+
+
+def train_params() -> TrainParams:
+    """``models.params.TrainParams`` of ``[train]`` (its defaults and significance are declared there)."""
+    return TrainParams.from_kwargs(train().param_kwargs)
+
+
+def predict_context() -> int | str:
+    """``[predict] context``, parsed once: ``"auto"`` or pixels >= 0."""
+    value = predict().context
+    v = str(value).strip().lower()
+    if v == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"[predict] context must be 'auto' or pixels >= 0, got {value!r}")
+    return n

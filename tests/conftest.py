@@ -15,8 +15,19 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "spacenet"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Markers by what a test needs: ``postgis`` (uses the database fixtures) and ``slow``
+    (end-to-end DAG runs under tests/pipeline). ``pytest -m "not postgis and not slow"`` is the
+    pure suite."""
+    for item in items:
+        if {"pg", "pg_database"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgis)
+        if "tests/pipeline/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.slow)
+
+
 def _admin_conn():
-    from tasks.db import conn_params
+    from footprints.db import conn_params
 
     p = conn_params()
     p["dbname"] = "postgres"
@@ -52,7 +63,7 @@ def pg_database():
 @pytest.fixture
 def pg(pg_database):
     """A connection to the session's database, with every table emptied first."""
-    from tasks import db
+    from footprints import db
 
     conn = db.connect()
     db.ensure_schema(conn)

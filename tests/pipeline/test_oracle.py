@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def empty_db():
-    from tasks.db import conn_params
+    from footprints.db import conn_params
 
     p = {**conn_params(), "dbname": "postgres"}
     admin = psycopg2.connect(**p)

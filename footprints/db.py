@@ -1,7 +1,9 @@
-"""PostGIS access: connections from libpq environment variables, SQL files, markers, SRIDs."""
+"""PostGIS access: connections from libpq environment variables, the SQL files, completion
+markers (rows committed with the data they mark), SRIDs."""
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,8 +11,17 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 from psycopg2 import sql as psql
+from pyproj import CRS
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def sql_dir() -> Path:
+    """The SQL files: the ``footprints.sql`` package data (top-level ``sql/`` in the source tree,
+    mapped into the package by setup.py so wheels carry it)."""
+    try:
+        return Path(str(importlib.resources.files("footprints.sql")))
+    except ModuleNotFoundError:  # a source tree on sys.path without `pip install`
+        return Path(__file__).resolve().parent.parent / "sql"
+
 MARKER_TABLE = "table_updates"
 
 DEFAULTS = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGDATABASE": "footprints", "PGUSER": "footprints"}
@@ -55,7 +66,7 @@ def connection(**overrides):
 @functools.lru_cache(maxsize=None)
 def load_sql(name: str) -> str:
     """Text of ``sql/<name>.sql``."""
-    return (SQL_DIR / f"{name}.sql").read_text()
+    return (sql_dir() / f"{name}.sql").read_text()
 
 
 def ensure_schema(conn) -> None:
@@ -86,37 +97,9 @@ def delete_marker(conn, update_id: str) -> None:
         cur.execute("DELETE FROM table_updates WHERE update_id = %s", (update_id,))
 
 
-class PostgresMarker:
-    """A Luigi target: a row in ``table_updates`` that commits with the data it marks.
-
-    Same table layout as ``luigi.contrib.postgres.PostgresTarget`` (update_id,
-    target_table, inserted), so luigi's own tooling reads it too; connection settings
-    come from the libpq environment instead of task parameters.
-    """
-
-    def __init__(self, update_id: str, target_table: str):
-        self.update_id = update_id
-        self.target_table = target_table
-
-    def exists(self) -> bool:
-        conn = connect()
-        try:
-            return marker_exists(conn, self.update_id)
-        finally:
-            conn.close()
-
-    def touch(self, conn) -> None:
-        touch_marker(conn, self.update_id, self.target_table)
-
-    def __repr__(self):
-        return f"PostgresMarker({self.update_id!r})"
-
-
 def srid_for_crs(conn, crs) -> int:
     """SRID for a rasterio/pyproj CRS: its EPSG code, or a custom SRID registered in
     ``spatial_ref_sys`` (900000+) for CRSs without one, reused when the same WKT comes again."""
-    from pyproj import CRS
-
     pcrs = CRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
     epsg = pcrs.to_epsg(min_confidence=100)
     if epsg is not None:
