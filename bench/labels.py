@@ -7,8 +7,8 @@ bench/tiling.py's 20000x20000 px scene (EPSG:32616, 0.5 m: 10 x 10 km). See benc
 Everything runs in a throw-away database cloned from footprints_template (dropped at the end).
 
 1. Loading, rows/s:
-   * ours: ``tasks.labels.load_labels`` + the LoadLabels marker + commit, into the ``labels``
-     table made by ``tasks.db.ensure_schema`` (emptied first): LIST-partitioned by source, so
+   * ours: ``footprints.labels.load_labels`` + the LoadLabels marker + commit, into the ``labels``
+     table made by ``footprints.db.ensure_schema`` (emptied first): LIST-partitioned by source, so
      each run builds the source's partition anew (binary COPY into a fresh table, then its
      primary key, GiST index on geom_4326 and partial GiST index on geom (rows not in
      EPSG:4326: none here) built in bulk) and swaps it for the previous run's;
@@ -16,8 +16,8 @@ Everything runs in a throw-away database cloned from footprints_template (droppe
      (COPY, GiST index built), wall-clock of the whole command.
    Run alternately ``--load-repeat`` times, each into an empty table; the best time of each counts.
 2. MakeMasks' label query: the 20000x20000 scene's tiles at [tiling] tile_size/overlap (512/64:
-   2,025 tiles) are recorded with ``tasks.tiling.record_tiles``, then, fetched fully into Python:
-   * ours: the SQL that ``tasks.masks.query_tile_labels`` runs (sql/tile_labels.sql, margin as
+   2,025 tiles) are recorded with ``footprints.tiling.record_tiles``, then, fetched fully into Python:
+   * ours: the SQL that ``footprints.masks.query_tile_labels`` runs (sql/tile_labels.sql, margin as
      MakeMasks computes it): each label once, transformed to the image CRS, with its tile ids;
    * peer: ``SELECT t.tile_id, ST_AsBinary(l.geom) FROM tiles t JOIN labels l ON
      ST_Intersects(l.geom_4326, t.footprint) WHERE t.image = ...``: one row per (tile, label).
@@ -78,7 +78,7 @@ def label_file(n: int, seed: int = 0) -> Path:
 
 
 def pg_dsn(dbname: str) -> str:
-    from tasks import db
+    from footprints import db
 
     p = {**db.conn_params(), "dbname": dbname}
     p.pop("password", None)  # libpq takes PGPASSWORD from the environment; keep it off the command line
@@ -86,8 +86,9 @@ def pg_dsn(dbname: str) -> str:
 
 
 def run_ours(dbname: str, path: Path):
-    from tasks import db
-    from tasks.labels import load_labels, source_name
+    from footprints import db
+    from footprints.labels import load_labels, source_name
+    from tasks.targets import PostgresMarker
 
     conn = db.connect(dbname=dbname)
     try:
@@ -97,7 +98,7 @@ def run_ours(dbname: str, path: Path):
         conn.commit()
         t0 = time.perf_counter()
         report = load_labels(conn, path)
-        db.PostgresMarker(f"labels:{source_name(path)}:bench", "labels").touch(conn)
+        PostgresMarker(f"labels:{source_name(path)}:bench", "labels").touch(conn)
         conn.commit()
         dt = time.perf_counter() - t0
         with conn.cursor() as cur:
@@ -115,7 +116,7 @@ def run_ogr(dbname: str, path: Path):
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     dt = time.perf_counter() - t0
-    from tasks import db
+    from footprints import db
 
     conn = db.connect(dbname=dbname)
     with conn.cursor() as cur:
@@ -131,7 +132,7 @@ def record_scene_tiles(conn, tile_size: int, overlap: int) -> tuple[str, int]:
     """The scene's tile rows in ``tiles`` via TileImage's own record_tiles; returns the tiling key."""
     from rasterio.crs import CRS
 
-    from tasks.tiling import record_tiles, tile_grid, tile_records
+    from footprints.tiling import record_tiles, tile_grid, tile_records
 
     transform = C.scene_transform()
     specs = tile_grid(SIZE, SIZE, tile_size, overlap)
@@ -158,7 +159,7 @@ def bare_join(conn) -> list:
 
 
 def group_pairs(rows) -> dict:
-    """(tile_id, wkb) rows -> {tile_id: [geometry]}, as tasks.masks.group_by_tile does for its rows."""
+    """(tile_id, wkb) rows -> {tile_id: [geometry]}, as footprints.masks.assign_to_tiles groups its rows."""
     import shapely
 
     out: dict = {}
@@ -174,13 +175,13 @@ def main(argv=None) -> int:
     ap.add_argument("--load-repeat", type=int, default=3, help="runs of each loader (best counts)")
     args = ap.parse_args(argv)
 
+    from footprints.labels import source_name
+    from footprints.masks import query_tile_labels
     from tasks.config import masks, tiling
-    from tasks.labels import source_name
-    from tasks.masks import query_tile_labels
 
     path = label_file(args.n)
     with C.throwaway_db("labels") as dbname:
-        from tasks import db
+        from footprints import db
 
         # ---- loading, alternately, best of --load-repeat
         ogr_s = ours_s = float("inf")
@@ -209,7 +210,6 @@ def main(argv=None) -> int:
         px = C.RES
         margin = max(masks().contact_distance, 1.0 * px) + px  # as MakeMasks.run
         src = source_name(path)
-        params = {"image": IMAGE, "tiling": key, "sources": [src], "margin": margin}
         best = {k: float("inf") for k in ("bare", "qtl", "bare_grouped")}
 
         def timed(name, fn):

@@ -108,7 +108,7 @@ CREATE INDEX IF NOT EXISTS labels_geom_4326_gix ON labels USING gist (geom_4326)
 CREATE INDEX IF NOT EXISTS labels_geom_gix ON labels USING gist (geom) WHERE srid <> 4326;
 
 -- The rows of an older, unpartitioned `labels`: one partition per source, named as
--- tasks.labels.partition_names names it (so the next LoadLabels of the source replaces it); ids
+-- footprints.labels.partition_names names it (so the next LoadLabels of the source replaces it); ids
 -- kept; a (source, feature_index) that occurs twice keeps its newest row.
 DO $$
 DECLARE

@@ -3,20 +3,42 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from pathlib import Path
 
 import luigi
 
-from tasks.config import data
+from footprints.demo import demo_scene_names
+from footprints.names import match_label
+from tasks.config import data, workdir
 
 RASTER_EXT = (".tif", ".tiff", ".vrt")
 LABEL_EXT = (".geojson", ".json")
-_SPACENET_ID = re.compile(r"(AOI_.+_img\d+)$")
 
 
 def using_demo() -> bool:
     return not data().images
+
+
+def demo_key(scenes: int, size: int, seed: int) -> str:
+    """Directory name of a generated demo dataset, e.g. ``n4_s1024_seed42``."""
+    return f"n{scenes}_s{size}_seed{seed}"
+
+
+def demo_dir() -> Path:
+    """``<workdir>/demo/<key>``: where GenerateDemo puts the scenes of the current config.
+    (Here, not in ``tasks.keys``, which re-exports it: keys needs ``labelled_images``.)"""
+    cfg = data()
+    return workdir() / "demo" / demo_key(cfg.demo_scenes, cfg.demo_size, cfg.demo_seed)
+
+
+def demo_image_path(name: str) -> Path:
+    """The GeoTIFF of demo scene ``name`` (made by GenerateDemo)."""
+    return demo_dir() / "images" / f"{name}.tif"
+
+
+def demo_label_path(name: str) -> Path:
+    """The GeoJSON labels of demo scene ``name`` (made by GenerateDemo)."""
+    return demo_dir() / "labels" / f"{name}.geojson"
 
 
 def _expand(spec: str, exts) -> list[Path]:
@@ -29,8 +51,6 @@ def _expand(spec: str, exts) -> list[Path]:
 
 def _image_files() -> dict[str, Path]:
     if using_demo():
-        from tasks.demo import demo_image_path, demo_scene_names
-
         return {n: demo_image_path(n) for n in demo_scene_names(data().demo_scenes)}
     files = _expand(data().images, RASTER_EXT)
     out: dict[str, Path] = {}
@@ -53,23 +73,8 @@ def image_path(image: str) -> Path:
         raise KeyError(f"unknown image {image!r}; known: {', '.join(list_images()[:10])}") from None
 
 
-def match_label(image: str, label_files: list[Path]) -> Path | None:
-    """The label file for an image: same stem, or the same SpaceNet `AOI_..._imgN` id."""
-    by_stem = {p.stem: p for p in label_files}
-    if image in by_stem:
-        return by_stem[image]
-    m = _SPACENET_ID.search(image)
-    if m:
-        for p in label_files:
-            if p.stem.endswith(m.group(1)):
-                return p
-    return None
-
-
 def label_path(image: str) -> Path | None:
     if using_demo():
-        from tasks.demo import demo_label_path
-
         return demo_label_path(image)
     spec = data().labels
     if not spec:
@@ -78,6 +83,11 @@ def label_path(image: str) -> Path | None:
     if os.path.isfile(spec) and len(files) == 1:
         return files[0]  # one label file (e.g. a whole AOI) for every image
     return match_label(image, files)
+
+
+def labelled_images() -> list[str]:
+    """The configured images that have a label file (only those can be trained or evaluated)."""
+    return [im for im in list_images() if label_path(im) is not None]
 
 
 class ImageFile(luigi.ExternalTask):
@@ -97,22 +107,3 @@ class LabelFile(luigi.ExternalTask):
     def output(self):
         return luigi.LocalTarget(self.path)
 
-
-def image_requirement(image: str) -> luigi.Task:
-    """The task that provides an image file: the demo generator or the user's file."""
-    if using_demo():
-        from tasks.demo import GenerateDemo
-
-        return GenerateDemo()
-    return ImageFile(path=str(image_path(image)))
-
-
-def label_requirement(image: str) -> luigi.Task | None:
-    lp = label_path(image)
-    if lp is None:
-        return None
-    if using_demo():
-        from tasks.demo import GenerateDemo
-
-        return GenerateDemo()
-    return LabelFile(path=str(lp))
