@@ -5,7 +5,7 @@ Input (generated once, cached under bench/_out/): a tiled (256²), DEFLATE-compr
 noise; see bench/_common.py), and a 60000x60000x3 sparse GeoTIFF (SPARSE_OK: no block stored,
 every pixel reads 0).
 
-Ours: ``tasks.tiling.write_tiles`` on ``tile_grid(w, h, 512, 0)`` -- exactly TileImage's tile
+Ours: ``footprints.tiling.write_tiles`` on ``tile_grid(w, h, 512, 0)`` -- exactly TileImage's tile
 writing, with TileImage's defaults from ``[tiling]``: ZSTD level 1 + horizontal predictor
 (lossless; QGIS reads it, GDAL >= 2.3), 256² internal blocks, 2 worker processes. It runs in a
 child process so its memory can be watched. The peer: ``gdal_retile.py -ps 512 512
@@ -45,8 +45,9 @@ LIMIT_MB = 512
 
 def child(args) -> int:
     """Runs in the measured child process: write the tiles, report times and rusage as JSON."""
-    from tasks.tiling import tile_grid, write_tiles
     import rasterio
+
+    from footprints.tiling import tile_grid, write_tiles
 
     with rasterio.open(args.src) as src:
         w, h = src.width, src.height
@@ -113,7 +114,8 @@ def check_tiles(src: Path, out: Path, tile_size: int, k: int = 6) -> None:
     import numpy as np
     import rasterio
 
-    from tasks.tiling import tile_grid, window_transform
+    from footprints.geo import window_transform
+    from footprints.tiling import tile_grid
 
     with rasterio.open(src) as s:
         specs = tile_grid(s.width, s.height, tile_size, 0)

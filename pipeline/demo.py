@@ -15,6 +15,9 @@ import time
 
 import luigi
 
+from pipeline import RunAll
+from tasks.config import workdir
+
 
 def scheduler_running(host: str, port: int) -> bool:
     try:
@@ -29,9 +32,6 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--local-scheduler", action="store_true", help="never use luigid")
     args = ap.parse_args(argv)
-
-    from pipeline import RunAll
-    from tasks.config import workdir
 
     cfg = luigi.configuration.get_config()
     host = cfg.get("core", "scheduler_host", "localhost")

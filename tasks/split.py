@@ -1,158 +1,31 @@
 """SplitDataset: assign the labelled images' tiles to train / val / test.
 
-Two methods ([split] method):
-- ``image`` (default): whole images go to one split (:func:`split_by_image`).
-- ``block``: the plane of each image's CRS is cut into square blocks drawn to splits with a
-  seeded hash (:func:`block_split`). A tile whose window, grown by ``buffer``, touches blocks
-  of two splits is left out, so no two kept tiles of different splits overlap or come closer
-  than ``buffer`` (overlapping tiles share pixels: a tile straddling splits would leak).
+Two methods ([split] method), both in :mod:`footprints.split`:
+- ``image`` (default): whole images go to one split.
+- ``block``: square blocks of each image's CRS are drawn to splits with a seeded hash; a tile
+  whose window, grown by ``buffer``, touches blocks of two splits is left out.
 
 The output ``<workdir>/splits/<key>/split.json`` lists, per split, every tile as
 ``{"image", "tile_id", "tile", "mask", "width", "height", "building_px"}`` (absolute paths).
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 from pathlib import Path
 
 import luigi
-from affine import Affine
 
-from tasks.config import params_key, tiling_key, workdir
-from tasks.fsutil import atomic_write_json
+from footprints.atomic import write_json
+from footprints.split import SPLITS, block_split, parse_list, split_by_image, tile_entries
+from footprints.tiling import read_tile_index
+from tasks.config import split, workdir
+from tasks.keys import split_key, split_params
+from tasks.masks import MakeMasks
+from tasks.sources import labelled_images
+from tasks.tiling import TileImage
 
 log = logging.getLogger("luigi-interface")
-
-SPLITS = ("train", "val", "test")
-
-# ---------------------------------------------------------------- pure functions
-
-
-def parse_list(text: str) -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]``."""
-    return [s.strip() for s in str(text or "").split(",") if s.strip()]
-
-
-def split_by_image(images, train=(), val=(), test=(), val_fraction: float = 0.2,
-                   test_fraction: float = 0.2) -> dict[str, list[str]]:
-    """Whole images to splits.
-
-    With explicit lists, those win and every other image goes to train. Without, the sorted
-    images are cut in order: train first, then val, then test, with ``round(n * fraction)``
-    images (at least 1 when n >= 3; with n == 2 one train and one test image; n == 1: train).
-    """
-    images = sorted(dict.fromkeys(images))
-    explicit = {"train": list(train), "val": list(val), "test": list(test)}
-    if any(explicit.values()):
-        seen: dict[str, str] = {}
-        for name, lst in explicit.items():
-            for im in lst:
-                if im not in images:
-                    raise ValueError(f"[split] {name}_images names {im!r}, which is not a labelled image "
-                                     f"(known: {', '.join(images[:20])})")
-                if im in seen and seen[im] != name:
-                    raise ValueError(f"[split] image {im!r} is in both {seen[im]}_images and {name}_images")
-                seen[im] = name
-        out = {k: sorted(set(v)) for k, v in explicit.items()}
-        out["train"] = sorted(set(out["train"]) | {im for im in images if im not in seen})
-        return out
-    for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= f < 1:
-            raise ValueError(f"[split] {name} must be in [0, 1), got {f}")
-    n = len(images)
-    if n >= 3:
-        n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
-        n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
-        if n_test + n_val >= n:
-            raise ValueError(f"[split] val_fraction {val_fraction} + test_fraction {test_fraction} leave no "
-                             f"training image out of {n}")
-    elif n == 2:
-        n_test, n_val = (1 if test_fraction > 0 else 0), 0
-    else:
-        n_test = n_val = 0
-    n_train = n - n_val - n_test
-    return {"train": images[:n_train], "val": images[n_train:n_train + n_val], "test": images[n_train + n_val:]}
-
-
-def block_of(x: float, y: float, block_size: float) -> tuple[int, int]:
-    return int(x // block_size), int(y // block_size)
-
-
-def block_assignment(bx: int, by: int, seed: int, val_fraction: float, test_fraction: float) -> str:
-    """Seeded, order-independent draw of a block's split."""
-    h = hashlib.sha1(f"{seed}:{bx}:{by}".encode()).digest()
-    u = int.from_bytes(h[:8], "big") / 2 ** 64
-    if u < test_fraction:
-        return "test"
-    if u < test_fraction + val_fraction:
-        return "val"
-    return "train"
-
-
-def window_bounds(transform, width: int, height: int) -> tuple[float, float, float, float]:
-    """(minx, miny, maxx, maxy) of a window with the given affine transform."""
-    t = Affine(*transform[:6]) if not isinstance(transform, Affine) else transform
-    xs, ys = zip(*[t @ c for c in ((0, 0), (width, 0), (width, height), (0, height))])
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def tile_block_split(bounds, block_size: float, buffer: float, seed: int, val_fraction: float,
-                     test_fraction: float) -> str | None:
-    """The split of a tile with ``bounds``, or None when its buffered window spans two splits."""
-    if block_size <= 0:
-        raise ValueError(f"[split] block_size must be > 0, got {block_size}")
-    if buffer < 0:
-        raise ValueError(f"[split] buffer must be >= 0, got {buffer}")
-    minx, miny, maxx, maxy = bounds
-    bx0, by0 = block_of(minx - buffer, miny - buffer, block_size)
-    # a window ending exactly on a block line does not reach into the next block
-    bx1, by1 = block_of(maxx + buffer - 1e-9 * block_size, maxy + buffer - 1e-9 * block_size, block_size)
-    found = {block_assignment(bx, by, seed, val_fraction, test_fraction)
-             for bx in range(bx0, bx1 + 1) for by in range(by0, by1 + 1)}
-    return found.pop() if len(found) == 1 else None
-
-
-def block_split(tiles, block_size: float, buffer: float, seed: int = 0, val_fraction: float = 0.2,
-                test_fraction: float = 0.2) -> dict[str, list]:
-    """``tiles``: iterable of dicts with ``transform``, ``width``, ``height`` -> {split: [tile, ...],
-    "excluded": [...]} (the input dicts, in input order)."""
-    out: dict[str, list] = {k: [] for k in (*SPLITS, "excluded")}
-    for t in tiles:
-        s = tile_block_split(window_bounds(t["transform"], t["width"], t["height"]), block_size, buffer, seed,
-                             val_fraction, test_fraction)
-        out[s or "excluded"].append(t)
-    return out
-
-
-def tile_entries(image: str, tile_index: dict, tile_dir: Path, mask_index: dict, mask_dir: Path) -> list[dict]:
-    """Join a tile index and its mask index on tile_id -> one entry per tile (absolute paths)."""
-    masks = {m["tile_id"]: m for m in mask_index.get("tiles", [])}
-    out = []
-    for t in tile_index["tiles"]:
-        m = masks.get(t["tile_id"])
-        if m is None:
-            raise ValueError(f"{mask_dir / 'index.json'}: no mask for tile {t['tile_id']} of image {image}")
-        out.append({"image": image, "tile_id": t["tile_id"], "tile": str(Path(tile_dir) / t["path"]),
-                    "mask": str(Path(mask_dir) / m["path"]), "width": t["width"], "height": t["height"],
-                    "transform": list(t["transform"]), "building_px": m.get("building_px")})
-    return out
-
-
-# ---------------------------------------------------------------- configuration helpers
-
-
-def _config():
-    from tasks.config import split
-
-    return split()
-
-
-def labelled_images() -> list[str]:
-    """The configured images that have a label file (only those can be trained or evaluated)."""
-    from tasks.sources import label_path, list_images
-
-    return [im for im in list_images() if label_path(im) is not None]
 
 
 def split_images(images=None) -> dict[str, list[str]]:
@@ -161,38 +34,20 @@ def split_images(images=None) -> dict[str, list[str]]:
     For ``method = block`` an image may be in several splits (it is listed where any of its
     kept tiles is); this reads the SplitDataset output, which must exist.
     """
-    cfg = _config()
+    cfg = split()
     if images is None:
         images = labelled_images()
     if cfg.method == "image":
         return split_by_image(images, parse_list(cfg.train_images), parse_list(cfg.val_images),
                               parse_list(cfg.test_images), cfg.val_fraction, cfg.test_fraction)
-    import json
-
     path = Path(SplitDataset(images=tuple(sorted(images))).output().path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: run SplitDataset first (block splits depend on the tiles)")
     return json.loads(path.read_text())["images"]
 
 
-def split_params(images) -> dict:
-    """Everything that decides the split's content."""
-    from tasks import config
-
-    cfg = _config()
-    sig = lambda sec: {k: getattr(sec, k) for k, p in type(sec).get_params() if p.significant}  # noqa: E731
-    return {"split": sig(cfg), "images": sorted(images), "data": sig(config.data()),
-            "tiling": tiling_key(), "masks": sig(config.masks())}
-
-
-# ---------------------------------------------------------------- the task
-
-
 def upstream(image: str) -> dict:
     """The tasks whose outputs SplitDataset reads for one image (tile and mask indexes)."""
-    from tasks.masks import MakeMasks
-    from tasks.tiling import TileImage
-
     return {"tiles": TileImage(image=image), "masks": MakeMasks(image=image)}
 
 
@@ -208,15 +63,13 @@ class SplitDataset(luigi.Task):
         return {im: upstream(im) for im in self.image_list()}
 
     def key(self) -> str:
-        return params_key(f"{_config().method}", split_params(self.image_list()))
+        return split_key(self.image_list())
 
     def output(self):
         return luigi.LocalTarget(str(workdir() / "splits" / self.key() / "split.json"))
 
     def run(self):
-        from tasks.tiling import read_tile_index
-
-        cfg = _config()
+        cfg = split()
         images = self.image_list()
         if not images:
             raise ValueError("SplitDataset: no labelled images; set [data] images and [data] labels")
@@ -244,8 +97,6 @@ class SplitDataset(luigi.Task):
                 log.warning("SplitDataset: the %s split is empty", s)
         counts = {s: len(v) for s, v in splits.items()}
         self.set_status_message(f"tiles: {counts}, excluded {len(excluded)}")
-        out = Path(self.output().path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out, {"method": cfg.method, "params": split_params(images), "images": by_image,
-                                "counts": counts, "splits": splits,
-                                "excluded": [{"image": e["image"], "tile_id": e["tile_id"]} for e in excluded]})
+        write_json(self.output().path, {"method": cfg.method, "params": split_params(images), "images": by_image,
+                                        "counts": counts, "splits": splits,
+                                        "excluded": [{"image": e["image"], "tile_id": e["tile_id"]} for e in excluded]})

@@ -1,266 +1,23 @@
 """TileImage: cut a GeoTIFF into overlapping GeoTIFF tiles through windowed reads.
 
-Grid: windows start at 0 with a step of ``tile_size - overlap``. Edge tiles are SHIFTED
-inside the raster (never padded), so every tile pixel is real data; the last row/column
-of tiles therefore overlaps its neighbour by at least the configured overlap. A raster
-smaller than a tile along an axis gives one tile of the raster's size on that axis.
-
-Cores: each tile owns the part of its window nearest to it; the boundary between two
-neighbours lies in the middle of their overlap. Cores partition the raster exactly, so
-per-tile results can be stitched (PredictImage) and deduplicated (DeduplicateBorders).
+The grid, the tile writer and the index live in :mod:`footprints.tiling`; this task decides
+where they go (``<workdir>/tiles/<image>/<tiling key>/``) and records them in PostGIS.
 """
 from __future__ import annotations
 
-import json
-import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import luigi
-import numpy as np
-import rasterio
-from affine import Affine
-from rasterio.windows import Window
 
-from tasks.config import tiling, tiling_key, workdir
-from tasks.errors import InputError
-from tasks.fsutil import atomic_dir, atomic_write_json
-
-# ---------------------------------------------------------------- pure functions
-
-
-def axis_starts(n: int, size: int, overlap: int) -> list[int]:
-    """Start offsets of windows of ``size`` along an axis of length ``n``."""
-    if n <= 0:
-        raise ValueError(f"axis length must be positive, got {n}")
-    if size <= 0:
-        raise ValueError(f"tile size must be positive, got {size}")
-    if not 0 <= overlap < size:
-        raise ValueError(f"overlap must be in [0, tile_size), got {overlap} for tile size {size}")
-    if n <= size:
-        return [0]
-    step = size - overlap
-    starts = list(range(0, n - size, step))
-    starts.append(n - size)
-    return starts
-
-
-def axis_cores(starts: list[int], size: int, n: int) -> list[tuple[int, int]]:
-    """(offset, length) of each window's core; cores partition [0, n)."""
-    length = min(size, n)
-    bounds = [0]
-    for prev, cur in zip(starts[:-1], starts[1:]):
-        bounds.append((cur + prev + length) // 2)  # middle of the overlap [cur, prev + length)
-    bounds.append(n)
-    return [(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-@dataclass(frozen=True)
-class TileSpec:
-    tile_id: str
-    col_off: int
-    row_off: int
-    width: int
-    height: int
-    core_col_off: int
-    core_row_off: int
-    core_width: int
-    core_height: int
-
-    @property
-    def window(self) -> Window:
-        return Window(self.col_off, self.row_off, self.width, self.height)
-
-    @property
-    def core_window(self) -> Window:
-        return Window(self.core_col_off, self.core_row_off, self.core_width, self.core_height)
-
-
-def tile_id_for(col_off: int, row_off: int) -> str:
-    return f"c{col_off:06d}_r{row_off:06d}"
-
-
-def tile_grid(width: int, height: int, tile_size: int, overlap: int) -> list[TileSpec]:
-    """All tiles of a width x height raster, row-major."""
-    xs, ys = axis_starts(width, tile_size, overlap), axis_starts(height, tile_size, overlap)
-    xc, yc = axis_cores(xs, tile_size, width), axis_cores(ys, tile_size, height)
-    tw, th = min(tile_size, width), min(tile_size, height)
-    return [
-        TileSpec(tile_id_for(x, y), x, y, tw, th, cx, cy, cw, ch)
-        for y, (cy, ch) in zip(ys, yc)
-        for x, (cx, cw) in zip(xs, xc)
-    ]
-
-
-def window_transform(transform: Affine, col_off: int, row_off: int) -> Affine:
-    return transform @ Affine.translation(col_off, row_off)
-
-
-def window_polygon(transform: Affine, col_off: float, row_off: float, width: float, height: float):
-    """The window's footprint in the raster's CRS (handles rotated transforms)."""
-    from shapely.geometry import Polygon
-
-    corners = [(col_off, row_off), (col_off + width, row_off), (col_off + width, row_off + height), (col_off, row_off + height)]
-    return Polygon([transform @ c for c in corners])
-
-
-def tile_profile(src_profile: dict, spec: TileSpec, transform: Affine, compress: str) -> dict:
-    prof = {
-        "driver": "GTiff",
-        "width": spec.width,
-        "height": spec.height,
-        "count": src_profile["count"],
-        "dtype": src_profile["dtype"],
-        "crs": src_profile["crs"],
-        "transform": window_transform(transform, spec.col_off, spec.row_off),
-        "nodata": src_profile.get("nodata"),
-    }
-    if compress != "none":
-        prof["compress"] = compress
-        prof["predictor"] = 2 if np.issubdtype(np.dtype(src_profile["dtype"]), np.integer) else 3
-        if compress == "zstd":
-            prof["zstd_level"] = 1
-        elif compress == "deflate":
-            prof["zlevel"] = 1
-    if spec.width % 16 == 0 and spec.height % 16 == 0:
-        prof.update(tiled=True, blockxsize=min(256, spec.width), blockysize=min(256, spec.height))
-    if src_profile["count"] > 1:
-        prof["interleave"] = "pixel"
-    return prof
-
-
-# ---------------------------------------------------------------- raster I/O
-
-
-def open_raster(path) -> rasterio.DatasetReader:
-    """Open a raster for tiling, with errors that name the file."""
-    path = str(path)
-    if not os.path.exists(path):
-        raise InputError(path, "file does not exist")
-    if os.path.getsize(path) == 0:
-        raise InputError(path, "file is empty (0 bytes), not a GeoTIFF")
-    try:
-        src = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as e:
-        raise InputError(path, f"not a readable raster: {e}") from None
-    if src.crs is None:
-        src.close()
-        raise InputError(path, "raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32616) before tiling")
-    if src.transform == Affine.identity() and not src.gcps[0]:
-        src.close()
-        raise InputError(path, "raster has no geotransform (pixel coordinates only)")
-    return src
-
-
-def raster_meta(src) -> dict:
-    return {
-        "width": src.width,
-        "height": src.height,
-        "count": src.count,
-        "dtype": src.dtypes[0],
-        "nodata": src.nodata,
-        "crs_wkt": src.crs.to_wkt(),
-        "transform": list(src.transform)[:6],
-    }
-
-
-_MAX_READ_BYTES = 16 * 1024 * 1024
-# GDAL's block cache defaults to 5% of RAM per process; strip reads barely need it (blocks shared
-# by two overlapping strips), and uncapped it grows with the raster (sparse blocks go through it)
-_GDAL_CACHE_BYTES = 16 * 1024 * 1024
-
-
-def _column_chunks(specs: list[TileSpec], bytes_per_col: int) -> list[list[TileSpec]]:
-    """Group a row of tiles into runs whose joint read stays under _MAX_READ_BYTES."""
-    chunks, cur, c0 = [], [], None
-    for s in specs:
-        if cur and (s.col_off + s.width - c0) * bytes_per_col > _MAX_READ_BYTES:
-            chunks.append(cur)
-            cur = []
-        if not cur:
-            c0 = s.col_off
-        cur.append(s)
-    if cur:
-        chunks.append(cur)
-    return chunks
-
-
-def _write_tile_rows(args) -> int:
-    """Worker: write every tile of the given tile rows. Reads one strip per chunk of tiles."""
-    src_path, out_dir, rows, compress = args
-    n = 0
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), rasterio.open(src_path) as src:
-        prof = src.profile
-        bytes_per_col = src.count * np.dtype(src.dtypes[0]).itemsize
-        for row in rows:
-            bytes_per_col_strip = bytes_per_col * row[0].height
-            for chunk in _column_chunks(row, bytes_per_col_strip):
-                c0 = chunk[0].col_off
-                c1 = max(s.col_off + s.width for s in chunk)
-                strip = src.read(window=Window(c0, chunk[0].row_off, c1 - c0, chunk[0].height))
-                for s in chunk:
-                    arr = strip[:, :, s.col_off - c0 : s.col_off - c0 + s.width]
-                    with rasterio.open(Path(out_dir) / f"{s.tile_id}.tif", "w", **tile_profile(prof, s, src.transform, compress)) as dst:
-                        dst.write(arr)
-                    n += 1
-    return n
-
-
-def write_tiles(src_path, out_dir, specs: list[TileSpec], compress: str = "zstd", workers: int = 1, progress=None) -> int:
-    """Write ``specs`` as GeoTIFFs ``<tile_id>.tif`` into ``out_dir``; memory stays bounded
-    by one strip (tile height x at most 16 MiB of columns) and a 16 MiB GDAL cache per worker."""
-    rows: dict[int, list[TileSpec]] = {}
-    for s in specs:
-        rows.setdefault(s.row_off, []).append(s)
-    row_list = [rows[k] for k in sorted(rows)]
-    # jobs of a few tile rows each, handed out in order
-    per_job = max(1, len(row_list) // max(1, workers * 8))
-    jobs = [(str(src_path), str(out_dir), row_list[i : i + per_job], compress) for i in range(0, len(row_list), per_job)]
-    done = 0
-    if workers <= 1 or len(jobs) == 1:
-        for j in jobs:
-            done += _write_tile_rows(j)
-            if progress:
-                progress(done, len(specs))
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
-            for n in ex.map(_write_tile_rows, jobs):
-                done += n
-                if progress:
-                    progress(done, len(specs))
-    return done
-
-
-def tile_records(specs: list[TileSpec], transform: Affine) -> list[dict]:
-    out = []
-    for s in specs:
-        d = asdict(s)
-        d["path"] = f"{s.tile_id}.tif"
-        d["transform"] = list(window_transform(transform, s.col_off, s.row_off))[:6]
-        out.append(d)
-    return out
-
-
-def read_tile_index(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
-def footprint_4326(poly, crs, densify_segments: int = 16):
-    """Polygon in `crs` -> EPSG:4326 with edges densified so curvature is kept."""
-    import shapely
-    from pyproj import CRS, Transformer
-
-    length = max(poly.length / (4 * densify_segments), 1e-9)
-    dense = shapely.segmentize(poly, length)
-    tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
-    return shapely.transform(dense, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-
-
-# ---------------------------------------------------------------- the task
+from footprints import db
+from footprints.atomic import atomic_path, write_json
+from footprints.raster import open_raster, raster_meta
+from footprints.tiling import record_tiles, tile_grid, tile_records, write_index_geojson, write_tiles
+from tasks.config import tiling, workdir
+from tasks.demo import GenerateDemo
+from tasks.keys import tiling_key
+from tasks.sources import ImageFile, image_path, using_demo
+from tasks.targets import PostgresMarker
 
 
 class TileImage(luigi.Task):
@@ -272,18 +29,14 @@ class TileImage(luigi.Task):
 
     def requires(self):
         if self.path:
-            from tasks.sources import ImageFile
-
             return ImageFile(path=self.path)
-        from tasks.sources import image_requirement
-
-        return image_requirement(self.image)
+        if using_demo():
+            return GenerateDemo()
+        return ImageFile(path=str(image_path(self.image)))
 
     def source_path(self) -> Path:
         if self.path:
             return Path(self.path)
-        from tasks.sources import image_path
-
         return image_path(self.image)
 
     def tile_dir(self) -> Path:
@@ -293,8 +46,6 @@ class TileImage(luigi.Task):
         return luigi.LocalTarget(str(self.tile_dir() / "index.json"))
 
     def db_marker(self):
-        from tasks.db import PostgresMarker
-
         return PostgresMarker(f"tiles:{self.image}:{tiling_key()}:{self.source_path()}", "tiles")
 
     def complete(self):
@@ -302,8 +53,6 @@ class TileImage(luigi.Task):
         return super().complete() and self.db_marker().exists()
 
     def run(self):
-        from tasks import db
-
         t = tiling()
         src_path = self.source_path()
         with open_raster(src_path) as src:
@@ -311,7 +60,7 @@ class TileImage(luigi.Task):
             transform, crs = src.transform, src.crs
         specs = tile_grid(meta["width"], meta["height"], t.tile_size, t.overlap)
         final = self.tile_dir()
-        with atomic_dir(final) as tmp:
+        with atomic_path(final, dir=True) as tmp:
             self.set_status_message(f"writing {len(specs)} tiles of {t.tile_size}px")
 
             def progress(done, total):
@@ -321,49 +70,11 @@ class TileImage(luigi.Task):
             records = tile_records(specs, transform)
             index = {"image": self.image, "source": str(src_path), "tiling": tiling_key(), "tile_size": t.tile_size,
                      "overlap": t.overlap, "compress": t.compress, **meta, "tiles": records}
-            _write_index_geojson(tmp / "index.geojson", records, crs)
+            write_index_geojson(tmp / "index.geojson", records, crs)
         self.set_status_message("recording the tile index in PostGIS")
         with db.connection() as conn:
             db.ensure_schema(conn)
             record_tiles(conn, self.image, str(src_path), index, crs, final)
             self.db_marker().touch(conn)
-        atomic_write_json(final / "index.json", index)
+        write_json(final / "index.json", index)
         self.set_progress_percentage(100)
-
-
-def _write_index_geojson(path: Path, records: list[dict], crs) -> None:
-    from shapely.geometry import mapping
-
-    feats = []
-    for r in records:
-        poly = window_polygon(Affine(*r["transform"]), 0, 0, r["width"], r["height"])
-        props = {k: r[k] for k in ("tile_id", "path", "col_off", "row_off", "width", "height")}
-        feats.append({"type": "Feature", "properties": props, "geometry": mapping(footprint_4326(poly, crs))})
-    with open(path, "w") as f:
-        json.dump({"type": "FeatureCollection", "features": feats}, f)
-
-
-def record_tiles(conn, image: str, src_path: str, index: dict, crs, tile_dir: Path) -> None:
-    """Upsert the image row and replace its tile rows (same transaction as the caller)."""
-    from tasks.db import load_sql, srid_for_crs
-
-    srid = srid_for_crs(conn, crs)
-    transform = Affine(*index["transform"])
-    img_poly = window_polygon(transform, 0, 0, index["width"], index["height"])
-    with conn.cursor() as cur:
-        cur.execute(load_sql("images_upsert"), {
-            "image": image, "path": src_path, "srid": srid, "width": index["width"], "height": index["height"],
-            "bands": index["count"], "dtype": index["dtype"], "nodata": index["nodata"],
-            "transform": index["transform"], "footprint": footprint_4326(img_poly, crs).wkb,
-        })
-        cur.execute(load_sql("tiles_delete"), {"image": image, "tiling": index["tiling"]})
-        rows = []
-        for r in index["tiles"]:
-            poly = window_polygon(Affine(*r["transform"]), 0, 0, r["width"], r["height"])
-            rows.append({**{k: r[k] for k in ("tile_id", "col_off", "row_off", "width", "height", "core_col_off",
-                                                "core_row_off", "core_width", "core_height", "transform")},
-                         "image": image, "tiling": index["tiling"], "srid": srid, "path": str(tile_dir / r["path"]),
-                         "native": poly.wkb, "footprint": footprint_4326(poly, crs).wkb})
-        import psycopg2.extras
-
-        psycopg2.extras.execute_batch(cur, load_sql("tiles_insert"), rows, page_size=500)

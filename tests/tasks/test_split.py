@@ -1,98 +1,18 @@
-"""tasks/split.py: by-image and block splits, the SplitDataset task."""
+"""tasks/split.py: the SplitDataset task and its key (the split functions are tested in
+tests/footprints/test_split.py)."""
 import json
 from pathlib import Path
 
 import luigi
 import numpy as np
-import pytest
 import rasterio
 from affine import Affine
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tasks import split as split_mod
-from tasks.split import (SplitDataset, block_split, split_by_image, split_images, tile_block_split,
-                         window_bounds)
+from tasks.keys import params_key, split_key, split_params
+from tasks.split import SplitDataset, split_images
 
 DEMO = ["demo_00", "demo_01", "demo_02", "demo_03"]
-
-
-def test_demo_split_by_image():
-    assert split_by_image(DEMO) == {"train": ["demo_00", "demo_01"], "val": ["demo_02"], "test": ["demo_03"]}
-    assert split_by_image(reversed(DEMO)) == split_by_image(DEMO)  # order of the input does not matter
-
-
-def test_explicit_lists_win_and_the_rest_trains():
-    got = split_by_image(DEMO, val=["demo_00"], test=["demo_01"])
-    assert got == {"train": ["demo_02", "demo_03"], "val": ["demo_00"], "test": ["demo_01"]}
-
-
-def test_bad_lists_are_named():
-    with pytest.raises(ValueError, match="test_images names 'demo_09'"):
-        split_by_image(DEMO, test=["demo_09"])
-    with pytest.raises(ValueError, match="both val_images and test_images"):
-        split_by_image(DEMO, val=["demo_01"], test=["demo_01"])
-    with pytest.raises(ValueError, match="leave no training image"):
-        split_by_image(DEMO[:3], val_fraction=0.5, test_fraction=0.5)
-
-
-def test_small_datasets():
-    assert split_by_image(["a"]) == {"train": ["a"], "val": [], "test": []}
-    assert split_by_image(["a", "b"]) == {"train": ["a"], "val": [], "test": ["b"]}
-    assert split_by_image(list("abcdefghij")) == {"train": list("abcdef"), "val": ["g", "h"], "test": ["i", "j"]}
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.text("abcdef", min_size=1, max_size=4), min_size=1, max_size=20, unique=True),
-       st.floats(0, 0.4), st.floats(0, 0.4))
-def test_image_split_partitions_the_images(images, vf, tf):
-    got = split_by_image(images, val_fraction=vf, test_fraction=tf)
-    flat = [im for s in ("train", "val", "test") for im in got[s]]
-    assert sorted(flat) == sorted(images)  # every image exactly once
-    assert got["train"]
-
-
-def _tiles(n_cols, n_rows, size, step, x0=500000.0, y0=4000000.0, px=0.5):
-    return [{"tile_id": f"{c}_{r}", "width": size, "height": size,
-             "transform": list(Affine(px, 0, x0 + c * step * px, 0, -px, y0 - r * step * px))[:6]}
-            for r in range(n_rows) for c in range(n_cols)]
-
-
-def _gap(a, b):
-    """Distance between two axis-aligned boxes (0 when they touch or overlap)."""
-    dx = max(a[0] - b[2], b[0] - a[2], 0.0)
-    dy = max(a[1] - b[3], b[1] - a[3], 0.0)
-    return float(np.hypot(dx, dy))
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.integers(2, 8), st.integers(2, 8), st.sampled_from([64, 128]), st.integers(0, 63),
-       st.floats(40.0, 200.0), st.floats(0.0, 20.0), st.integers(0, 5))
-def test_block_split_never_lets_splits_touch(nc, nr, size, ov, block, buffer, seed):
-    tiles = _tiles(nc, nr, size, size - ov)
-    got = block_split(tiles, block, buffer, seed, 0.3, 0.3)
-    assert sum(len(v) for v in got.values()) == len(tiles)
-    boxes = {s: [window_bounds(t["transform"], t["width"], t["height"]) for t in got[s]] for s in ("train", "val", "test")}
-    for s1 in boxes:
-        for s2 in boxes:
-            if s1 < s2:
-                for a in boxes[s1]:
-                    for b in boxes[s2]:
-                        assert _gap(a, b) >= buffer - 1e-6, (s1, s2, a, b)
-    # deterministic and independent of the order of the tiles
-    again = block_split(list(reversed(tiles)), block, buffer, seed, 0.3, 0.3)
-    assert {s: sorted(t["tile_id"] for t in v) for s, v in again.items()} == \
-           {s: sorted(t["tile_id"] for t in v) for s, v in got.items()}
-
-
-def test_block_split_keeps_tiles_inside_one_block():
-    # 100 m blocks, 32 m tiles: a tile inside a block is kept, one across a block line is not
-    inside = tile_block_split((510.0, 10.0, 542.0, 42.0), 100.0, 0.0, 0, 0.3, 0.3)
-    assert inside in ("train", "val", "test")
-    edge = tile_block_split((0.0, 0.0, 100.0, 100.0), 100.0, 0.0, 0, 0.3, 0.3)
-    assert edge is not None  # a window ending exactly on a block line stays in its block
-    with pytest.raises(ValueError, match="block_size"):
-        tile_block_split((0, 0, 1, 1), 0.0, 0.0, 0, 0.3, 0.3)
 
 
 # ---------------------------------------------------------------- the task, with hand-made upstream outputs
@@ -146,6 +66,7 @@ def test_split_dataset_task(tmp_path, workdir, monkeypatch):
 def test_split_key_changes_with_the_split_config(luigi_config, monkeypatch):
     monkeypatch.setattr(split_mod, "labelled_images", lambda: list(DEMO))
     a = SplitDataset().key()
+    assert a == split_key(DEMO) == params_key("image", split_params(DEMO))  # the key of existing workspaces
     luigi_config("split", "test_images", "demo_00")
     b = SplitDataset().key()
     assert a != b

@@ -1,3 +1,5 @@
+"""tasks/tiling.py: TileImage on real rasters, into files and PostGIS (the grid is tested in
+tests/footprints/test_tiling.py)."""
 import json
 from pathlib import Path
 
@@ -6,63 +8,9 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from rasterio.crs import CRS
 
-from tasks.errors import InputError
-from tasks.tiling import TileImage, axis_starts, open_raster, tile_grid
-
-
-# ---------------------------------------------------------------- grid properties
-
-grid_args = st.integers(1, 300).flatmap(
-    lambda ts: st.tuples(st.integers(1, 1200), st.integers(1, 1200), st.just(ts), st.integers(0, ts - 1)))
-
-
-@settings(max_examples=60, deadline=None)
-@given(grid_args)
-def test_windows_cover_raster_exactly_and_cores_partition(args):
-    w, h, ts, ov = args
-    specs = tile_grid(w, h, ts, ov)
-    cover = np.zeros((h, w), np.int32)
-    core = np.zeros((h, w), np.int32)
-    for s in specs:
-        assert 0 <= s.col_off and s.col_off + s.width <= w  # never outside the raster
-        assert 0 <= s.row_off and s.row_off + s.height <= h
-        assert s.width == min(ts, w) and s.height == min(ts, h)
-        cover[s.row_off:s.row_off + s.height, s.col_off:s.col_off + s.width] += 1
-        core[s.core_row_off:s.core_row_off + s.core_height, s.core_col_off:s.core_col_off + s.core_width] += 1
-        # the core lies inside the window
-        assert s.col_off <= s.core_col_off and s.core_col_off + s.core_width <= s.col_off + s.width
-        assert s.row_off <= s.core_row_off and s.core_row_off + s.core_height <= s.row_off + s.height
-    assert cover.min() >= 1, "every pixel lies in at least one tile"
-    assert (core == 1).all(), "every pixel lies in exactly one tile's core"
-    # windows cover the raster exactly: union of windows == raster extent
-    assert min(s.col_off for s in specs) == 0 and max(s.col_off + s.width for s in specs) == w
-    assert min(s.row_off for s in specs) == 0 and max(s.row_off + s.height for s in specs) == h
-
-
-@settings(max_examples=60, deadline=None)
-@given(grid_args)
-def test_overlaps_are_as_configured(args):
-    n, _, ts, ov = args
-    starts = axis_starts(n, ts, ov)
-    if n <= ts:
-        assert starts == [0]
-        return
-    overlaps = [a + ts - b for a, b in zip(starts[:-1], starts[1:])]
-    assert all(o == ov for o in overlaps[:-1]), "regular tiles overlap exactly as configured"
-    assert ov <= overlaps[-1] < ts, "the shifted last tile overlaps at least as configured"
-    assert starts[-1] + ts == n
-
-
-def test_bad_grid_arguments():
-    with pytest.raises(ValueError, match="overlap"):
-        axis_starts(100, 10, 10)
-    with pytest.raises(ValueError, match="tile size"):
-        axis_starts(100, 0, 0)
-
+from tasks.tiling import TileImage
 
 # ---------------------------------------------------------------- real SpaceNet chip
 
@@ -169,24 +117,6 @@ def test_rerun_is_a_noop_and_changed_parameters_get_new_output(pg, workdir, luig
 
 
 # ---------------------------------------------------------------- bad input
-
-
-def test_zero_byte_and_corrupt_tiff(tmp_path):
-    empty = tmp_path / "empty.tif"
-    empty.write_bytes(b"")
-    with pytest.raises(InputError, match=r"empty\.tif: file is empty"):
-        open_raster(empty)
-    corrupt = tmp_path / "corrupt.tif"
-    corrupt.write_bytes(b"II*\x00" + b"\x13" * 200)
-    with pytest.raises(InputError, match=r"corrupt\.tif: not a readable raster"):
-        open_raster(corrupt)
-
-
-def test_raster_without_crs(tmp_path):
-    p = tmp_path / "nocrs.tif"
-    _write(p, np.ones((1, 8, 8), np.uint8), crs=None)
-    with pytest.raises(InputError, match=r"nocrs\.tif: raster has no CRS"):
-        open_raster(p)
 
 
 def test_bad_input_writes_nothing_and_others_go_through(pg, workdir, luigi_config, tmp_path):
