@@ -1,11 +1,11 @@
 """Benchmark PredictImage's inference against bare ``model.predict`` on the same tiles in memory.
 
 Input (generated once, cached under bench/_out/inference/): a 2048x2048 3-band uint8 GeoTIFF in
-EPSG:32616 at 0.5 m (terrain noise and bright rectangles), cut by ``tasks.tiling.write_tiles``
+EPSG:32616 at 0.5 m (terrain noise and bright rectangles), cut by ``footprints.tiling.write_tiles``
 into TileImage's 512 px tiles with 64 px overlap (25 tiles), and the index.json TileImage writes.
 The model: ``build_unet(3 bands, 3 classes, depth 4, 32 base filters)``, seeded, saved as .keras.
 
-- **Ours**: ``tasks.predict.predict_image`` with ``context=0`` -- PredictImage's work on the
+- **Ours**: ``models.inference.predict_image`` with ``context=0`` -- PredictImage's work on the
   tile files as they are: read the tile files,
   crop/pad onto the pooling grid, batched inference, core stitching, uint8 GeoTIFF (ZSTD,
   256² blocks) written in strips, reading/inference/writing overlapped in threads.
@@ -65,7 +65,8 @@ def prepare() -> tuple[Path, Path]:
     """The cached scene, its tiles + index.json (TileImage's layout), and the model file."""
     import rasterio
 
-    from tasks.tiling import raster_meta, tile_grid, tile_records, write_tiles
+    from footprints.raster import raster_meta
+    from footprints.tiling import tile_grid, tile_records, write_tiles
 
     OUT.mkdir(parents=True, exist_ok=True)
     scene = OUT / f"scene_{SIZE}.tif"
@@ -100,9 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default=None, help="default: [predict] precision")
     args = ap.parse_args(argv)
 
-    from tasks.predict import load_predictor, predict_image
-    from tasks.train import read_array
-
+    from footprints.raster import read_array
+    from models.inference import load_predictor, predict_image
     from tasks.config import predict
 
     args.batch = args.batch or predict().batch_size

@@ -5,7 +5,7 @@ Input (generated once, cached under bench/_out/training/): the 2048² scene of b
 cut into TileImage's 512 px tiles (overlap 64), and a 3-band 0/255 mask tile for each (the
 scene's rectangles), like MakeMasks writes.
 
-- **Pipeline**: ``tasks.train.TileDataset`` (a ``keras.utils.PyDataset``: worker threads read
+- **Pipeline**: ``models.data.TileDataset`` (a ``keras.utils.PyDataset``: worker threads read
   the GeoTIFF tiles, cut random crops, augment them with flips/rot90/brightness/contrast; LRU
   cache of decoded tiles) into ``model.fit`` -- exactly what ``train_model`` does.
 - **Peer**: ``model.fit`` on NumPy arrays holding the same number of crops, preloaded.
@@ -37,10 +37,10 @@ OUT = REPO / "bench" / "_out" / "training"
 
 def prepare():
     """Tiles and mask tiles of the cached scene -> training items."""
+    import inference
     import rasterio
 
-    import inference
-    from tasks.tiling import tile_grid, write_tiles
+    from footprints.tiling import tile_grid, write_tiles
 
     OUT.mkdir(parents=True, exist_ok=True)
     scene = inference.OUT / f"scene_{inference.SIZE}.tif"
@@ -73,11 +73,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from models import alignment
-    from tasks.train import (Augment, TileCache, TileDataset, TrainParams, band_statistics, build_model_for,
-                             compile_model, effective_crop, make_optimizer, resolve_precision)
+    from models.data import Augment, TileCache, TileDataset, band_statistics, effective_crop
+    from models.hardware import resolve_precision
+    from models.training import build_model_for, compile_model, make_optimizer
+    from tasks.config import train_params
 
     items = prepare()
-    p = TrainParams.from_config()
+    p = train_params()
     policy = resolve_precision(p.precision)
     crop = effective_crop(p.crop_size, [(it["height"], it["width"]) for it in items], alignment(p.depth))
     cache = TileCache((p.cache_mb if args.cache_mb is None else args.cache_mb) * 2 ** 20)

@@ -1,29 +1,26 @@
-"""Saving and loading ``.keras`` files atomically (temp dir in the same folder, then os.replace)."""
+"""Saving and loading ``.keras`` files atomically (a temp file beside the target, then a rename)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
+
+from footprints.atomic import atomic_path
+from footprints.errors import InputError
 
 from . import losses, metrics, unet  # noqa: F401  (registers the custom objects)
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> Path:
     """Write ``model`` to ``path`` (``.keras``) so that readers see the old file or the new one,
-    never a partial one. The temp dir sits next to the target, so ``os.replace`` is a rename."""
+    never a partial one. The temp file sits next to the target and keeps the ``.keras`` suffix
+    Keras checks, so the final step is a rename."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"{path}: a Keras model file must end in .keras")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
-    try:
-        model.save(tmp / path.name)
-        os.replace(tmp / path.name, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
     return path
 
 
@@ -35,10 +32,10 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
     try:
         model = keras.models.load_model(path, compile=compile)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"{path}: cannot load the Keras model: {e}") from e
+        raise InputError(path, f"cannot load the Keras model: {e}") from e
     try:
         model.get_layer("standardize")
     except ValueError as e:
-        raise ValueError(f"{path}: not a footprints model (no 'standardize' layer with its "
-                         "normalisation); build it with models.build_unet") from e
+        raise InputError(path, "not a footprints model (no 'standardize' layer with its "
+                               "normalisation); build it with models.build_unet") from e
     return model

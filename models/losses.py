@@ -130,7 +130,7 @@ class Combined(keras.losses.Loss):
 
     def __init__(self, terms, name="combined", reduction="sum_over_batch_size", **kwargs):
         super().__init__(name=name, reduction=reduction, **kwargs)
-        self.terms = [(float(w), keras.losses.get(l) if isinstance(l, dict) else l) for w, l in terms]
+        self.terms = [(float(w), keras.losses.get(t) if isinstance(t, dict) else t) for w, t in terms]
         if not self.terms:
             raise ValueError("Combined loss needs at least one term")
 
@@ -142,13 +142,13 @@ class Combined(keras.losses.Loss):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg["terms"] = [(w, keras.saving.serialize_keras_object(l)) for w, l in self.terms]
+        cfg["terms"] = [(w, keras.saving.serialize_keras_object(t)) for w, t in self.terms]
         return cfg
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["terms"] = [(w, keras.saving.deserialize_keras_object(l)) for w, l in config["terms"]]
+        config["terms"] = [(w, keras.saving.deserialize_keras_object(t)) for w, t in config["terms"]]
         return cls(**config)
 
 

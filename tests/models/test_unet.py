@@ -3,8 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from models import (Standardize, build_unet, inference_model, make_loss, model_info, rebuild,
-                    receptive_margin)
+from models import Standardize, build_unet, inference_model, make_loss, model_info, rebuild, receptive_margin
 from models.metrics import PixelIoU
 
 

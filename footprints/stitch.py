@@ -1,0 +1,314 @@
+"""Tile plans and the mosaic writer: per-tile predictions stitched into one raster.
+
+How tiles become one seamless image: every tile **core** (cores partition the image, the
+boundary in the middle of each overlap) is taken from a prediction of a window around it, so
+each output pixel is predicted exactly once, where it is farthest from a window edge.
+:func:`context_windows` grows every core by the network's receptive margin (windows uniform and
+on the pooling grid), so the mosaic equals the whole-image prediction whatever the tiling's
+overlap; a tile off the ``2**depth`` pooling grid (the shifted last row/column) is cropped on its
+leading side onto the grid (:func:`plan_tile`), otherwise the pooling sees other pixel groups than
+in the whole image.
+
+:func:`predict_tiles` takes any ``predict_fn(batch) -> probabilities`` (a Keras model, the oracle,
+a test function) and writes cores through :class:`MosaicWriter` in row strips as they arrive, so
+memory stays bounded by a few tile rows whatever the image size. Reading, inference and writing
+overlap in three threads. No Keras here: the model side is ``models.inference``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.windows import Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where a tile's model input comes from and which part of the output is kept.
+
+    Tile-relative: the input is ``tile[in_row:, in_col:]`` padded at the bottom/right to the
+    common input shape; the kept core is ``output[core_row:core_row+core_h, core_col:...]``,
+    written to the image at ``(img_row, img_col)``.
+    """
+
+    in_row: int
+    in_col: int
+    core_row: int
+    core_col: int
+    core_h: int
+    core_w: int
+    img_row: int
+    img_col: int
+    aligned: bool
+
+
+def plan_tile(tile: dict, align: int) -> TilePlan:
+    """Crop the tile's leading edge to the image's ``align`` grid when the core allows it."""
+    aligned = True
+
+    def lead(off, core_off):
+        nonlocal aligned
+        c = (-off) % align
+        if off + c > core_off:  # would cut into the core: keep the tile as it is
+            aligned = False
+            return 0
+        return c
+
+    in_col = lead(tile["col_off"], tile["core_col_off"])
+    in_row = lead(tile["row_off"], tile["core_row_off"])
+    return TilePlan(in_row, in_col, tile["core_row_off"] - tile["row_off"] - in_row,
+                    tile["core_col_off"] - tile["col_off"] - in_col, tile["core_height"], tile["core_width"],
+                    tile["core_row_off"], tile["core_col_off"], aligned)
+
+
+def input_shape(tiles, align: int) -> tuple[int, int]:
+    """One (H, W) for every model input: the largest tile, rounded up to ``align``."""
+    h = max(t["height"] for t in tiles)
+    w = max(t["width"] for t in tiles)
+    return math.ceil(h / align) * align, math.ceil(w / align) * align
+
+
+def context_windows(tiles, width: int, height: int, context: int, align: int) -> list[dict]:
+    """Inference windows that give every tile core at least ``context`` pixels of real image on
+    each side (less only at the image border), so that with ``context`` >= the network's reach
+    the stitched result equals the whole-image prediction whatever the tiling's overlap.
+
+    All windows have one size (a multiple of ``align``) and start on the ``align`` grid; a window
+    that would pass the image's last ``align`` block is moved back inside, so the only padding
+    any input gets is the whole image's own alignment padding at the right/bottom border. Each
+    dict keeps the tile's id and core; its window (col_off, row_off, width, height) is new."""
+    def axis(offs, sizes, n):
+        n_pad = math.ceil(n / align) * align
+        size = min(n_pad, math.ceil((max(sizes) + 2 * context + align - 1) / align) * align)
+        out = []
+        for off in offs:
+            start = max(0, (off - context) // align * align)
+            start = max(0, min(start, n_pad - size))
+            out.append((start, min(size, n - start)))
+        return out
+
+    xs = axis([t["core_col_off"] for t in tiles], [t["core_width"] for t in tiles], width)
+    ys = axis([t["core_row_off"] for t in tiles], [t["core_height"] for t in tiles], height)
+    return [{**t, "col_off": x[0], "width": x[1], "row_off": y[0], "height": y[1]} for t, x, y in zip(tiles, xs, ys)]
+
+
+def pad_to(arr: np.ndarray, h: int, w: int, values) -> np.ndarray:
+    """(H0, W0, C) -> (h, w, C) float32, the new pixels set to ``values`` (one per band)."""
+    out = np.empty((h, w, arr.shape[-1]), np.float32)
+    out[...] = np.asarray(values, np.float32)
+    out[: arr.shape[0], : arr.shape[1]] = arr
+    return out
+
+
+def to_uint8(prob: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(prob, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
+    """(H, W) bool: all bands equal nodata; None when there is no nodata value."""
+    if nodata is None or (isinstance(nodata, float) and math.isnan(nodata)):
+        return None
+    return np.all(arr == nodata, axis=-1)
+
+
+class MosaicWriter:
+    """Collects tile cores (any order within a row band, bands top to bottom) and writes
+    complete rows to ``dst`` in strips that end on the file's block rows, so no compressed
+    block is written twice. Raises if a pixel would be written twice or left out."""
+
+    def __init__(self, dst, block_rows: int = 256):
+        self.dst = dst
+        self.width, self.height, self.bands = dst.width, dst.height, dst.count
+        self.dtype = np.dtype(dst.dtypes[0])
+        self.block = max(1, int(block_rows))
+        self.next_row = 0
+        self.buf = np.zeros((0, self.width, self.bands), self.dtype)
+        self.filled = np.zeros(0, np.int64)
+        self.max_pending = 0
+
+    def add(self, row: int, col: int, arr: np.ndarray) -> None:
+        h, w = arr.shape[:2]
+        if row < self.next_row:
+            raise ValueError(f"rows {row}..{row + h} were already written (cores out of order or overlapping)")
+        if col < 0 or col + w > self.width or row + h > self.height:
+            raise ValueError(f"core at ({row}, {col}) size {h}x{w} is outside the {self.height}x{self.width} image")
+        end = row + h - self.next_row
+        if end > self.buf.shape[0]:
+            grow = end - self.buf.shape[0]
+            self.buf = np.concatenate([self.buf, np.zeros((grow, self.width, self.bands), self.dtype)])
+            self.filled = np.concatenate([self.filled, np.zeros(grow, np.int64)])
+        r0 = row - self.next_row
+        self.buf[r0:r0 + h, col:col + w] = arr
+        self.filled[r0:r0 + h] += w
+        if (self.filled[r0:r0 + h] > self.width).any():
+            raise ValueError(f"core at ({row}, {col}) overlaps another core")
+        self.max_pending = max(self.max_pending, self.buf.shape[0])
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        full = self.filled == self.width
+        complete = int(np.argmin(full)) if not full.all() else len(full)
+        end = self.next_row + complete
+        if end < self.height:
+            end = (end // self.block) * self.block
+        n = end - self.next_row
+        if n <= 0:
+            return
+        self.dst.write(np.moveaxis(self.buf[:n], -1, 0), window=Window(0, self.next_row, self.width, n))
+        self.buf, self.filled = self.buf[n:], self.filled[n:]
+        self.next_row = end
+
+    def close(self) -> None:
+        self._flush(final=True)
+        if self.next_row != self.height or len(self.filled):
+            raise ValueError(f"the tile cores left rows {self.next_row}..{self.height} of the image incomplete")
+
+
+def output_profile(width, height, bands, crs, transform, compress: str = "zstd", dtype: str = "uint8") -> dict:
+    prof = {"driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": dtype, "crs": crs,
+            "transform": transform, "nodata": None, "BIGTIFF": "IF_SAFER"}
+    if width >= 256 and height >= 256:
+        prof.update(tiled=True, blockxsize=256, blockysize=256)
+    if compress != "none":
+        prof.update(compress=compress, predictor=2 if np.dtype(dtype).kind in "iu" else 3)
+        if compress == "zstd":
+            prof["zstd_level"] = 1
+    if bands > 1:
+        prof["interleave"] = "pixel"
+    return prof
+
+
+def _threaded(fn, items, depth: int = 2):
+    """Yield ``fn(item)`` for each item, computed one step ahead in a background thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for it in items:
+                if stop.is_set():
+                    return
+                q.put(("ok", fn(it)))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(("err", e))
+        q.put(("end", None))
+
+    th = threading.Thread(target=worker, daemon=True)
+    th.start()
+    try:
+        while True:
+            kind, val = q.get()
+            if kind == "end":
+                return
+            if kind == "err":
+                raise val
+            yield val
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: int = 1, pad_values=0.0,
+                  nodata=None, progress=None) -> dict:
+    """Predict every tile and write its core into ``dst`` (an open rasterio dataset).
+
+    ``tiles``: dicts with the tile-index keys (col_off, row_off, width, height, core_*);
+    ``read_fn(tile) -> (H, W, bands)`` array; ``predict_fn(batch float32) -> (B, H, W, K)``
+    probabilities. A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
+    Reading runs one batch ahead and writing one batch behind inference.
+    Returns timing and counts.
+    """
+    tiles = sorted(tiles, key=lambda t: (t["core_row_off"], t["core_col_off"]))
+    if not tiles:
+        raise ValueError("no tiles to predict")
+    plans = [plan_tile(t, align) for t in tiles]
+    misaligned = sum(not p.aligned for p in plans)
+    if misaligned:
+        log.warning("%d tiles are off the %d px pooling grid and too close to their core to be cropped onto "
+                    "it; raise [tiling] overlap for seamless output", misaligned, align)
+    shape = input_shape(tiles, align)
+    batches = [list(range(i, min(i + batch_size, len(tiles)))) for i in range(0, len(tiles), batch_size)]
+
+    def load(batch):
+        arrs, masks = [], []
+        for i in batch:
+            a = np.asarray(read_fn(tiles[i]))
+            if a.ndim == 2:
+                a = a[..., None]
+            if a.shape[:2] != (tiles[i]["height"], tiles[i]["width"]):
+                raise ValueError(f"tile {tiles[i].get('tile_id', i)}: read {a.shape[:2]}, index says "
+                                 f"{(tiles[i]['height'], tiles[i]['width'])}")
+            p = plans[i]
+            a = a[p.in_row:, p.in_col:]
+            nd = nodata_pixels(a, nodata)
+            masks.append(None if nd is None else nd[p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w])
+            arrs.append(pad_to(a, *shape, pad_values))
+        return batch, np.stack(arrs), masks
+
+    writer = MosaicWriter(dst, block_rows=dst.block_shapes[0][0] if dst.block_shapes else 256)
+    as_uint8 = writer.dtype == np.uint8
+    t_pred = 0.0
+    done = 0
+    t0 = time.perf_counter()
+
+    def store(item):
+        batch, probs, masks = item
+        for j, i in enumerate(batch):
+            p = plans[i]
+            core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
+            core = to_uint8(core) if as_uint8 else core.astype(writer.dtype)
+            if masks[j] is not None:
+                core[masks[j]] = 0
+            writer.add(p.img_row, p.img_col, core)
+
+    # inference in this thread; writing in a background thread, one batch behind
+    write_q: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+
+    def write_loop():
+        while True:
+            item = write_q.get()
+            if item is None:
+                return
+            if not errors:
+                try:
+                    store(item)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+                    errors.append(e)
+
+    wt = threading.Thread(target=write_loop, daemon=True)
+    wt.start()
+    try:
+        for batch, x, masks in _threaded(load, batches):
+            if errors:
+                break
+            t = time.perf_counter()
+            probs = np.asarray(predict_fn(x), np.float32)
+            t_pred += time.perf_counter() - t
+            if probs.shape[:3] != x.shape[:3]:
+                raise ValueError(f"the model returned {probs.shape[1:3]} for {x.shape[1:3]} inputs")
+            write_q.put((batch, probs, masks))
+            done += len(batch)
+            if progress:
+                progress(done, len(tiles))
+    finally:
+        write_q.put(None)
+        wt.join()
+    if errors:
+        raise errors[0]
+    writer.close()
+    wall = time.perf_counter() - t0
+    return {"tiles": len(tiles), "seconds": wall, "predict_seconds": t_pred, "input_shape": shape,
+            "misaligned": misaligned, "max_pending_rows": writer.max_pending}
+

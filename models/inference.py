@@ -1,0 +1,204 @@
+"""The predictor: a trained ``.keras`` file applied tile by tile, stitched into one GeoTIFF.
+
+Two ways to get each tile core's input window (``[predict] context``, see
+:mod:`footprints.stitch`):
+
+- ``auto`` (default): the core plus the network's receptive margin (107 px for depth 4) on every
+  side, read from the source image (:func:`footprints.stitch.context_windows`). Nothing outside
+  that margin can change a pixel, so the mosaic equals the whole-image prediction exactly,
+  whatever the tiling's overlap; windows are uniform, on the pooling grid, and only padded where
+  the whole image is (its own alignment padding at the right/bottom border).
+- ``0``: the tile files as they are (the core keeps overlap/2 px of context; exact only if the
+  overlap is at least twice the network's reach, fastest).
+
+Output: uint8 ``round(255 p)``, one band per head channel (footprint[, boundary, contact]), the
+image's size, transform and CRS, tiled and compressed. BatchNorm is folded into the convolutions
+and the dtype policy is ``[predict] precision`` (bf16 on CPUs with AMX/AVX512-BF16 and on GPUs).
+
+The oracle (``mask_index_path``): the same stitching path with the mask tiles (the rasterized
+labels) as the "prediction", which must reproduce the ground truth exactly downstream.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from footprints.errors import InputError
+from footprints.geo import as_affine
+from footprints.raster import open_raster, read_array
+from footprints.stitch import context_windows, output_profile, pad_to, predict_tiles
+from footprints.tiling import read_tile_index, tile_grid
+from models.hardware import jit_setting, resolve_precision
+from models.io import load_model
+from models.unet import inference_model, model_info, receptive_margin
+
+log = logging.getLogger(__name__)
+
+
+def load_predictor(model_path, precision: str = "auto"):
+    """(predict_fn, info) for a footprints ``.keras`` file: BatchNorm folded into the convs,
+    the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it)."""
+    model = load_model(model_path)
+    info = model_info(model)
+    policy = resolve_precision(precision)
+    fast = inference_model(model, policy)
+    if jit_setting() is False:
+        fast.jit_compile = False
+    info = {**info, "precision": policy}
+
+    def predict_fn(x):
+        return np.asarray(fast.predict_on_batch(x))
+
+    predict_fn.model = fast
+    return predict_fn, info
+
+
+def predict_raster(read_tiles, out_path, meta: dict, predict_fn, align: int, pad_values, nodata, band_names,
+                   batch_size: int = 4, compress: str = "zstd", progress=None, tags=None) -> dict:
+    """Create ``out_path`` (GeoTIFF, uint8) of the image described by ``meta`` (width, height,
+    crs, transform) and fill it through :func:`predict_tiles`."""
+    tiles, read_fn = read_tiles
+    prof = output_profile(meta["width"], meta["height"], len(band_names), meta["crs"], as_affine(meta["transform"]),
+                          compress)
+    with rasterio.open(out_path, "w", **prof) as dst:
+        for i, name in enumerate(band_names, 1):
+            dst.set_band_description(i, name)
+        dst.update_tags(**(tags or {}), scale="probability = value / 255")
+        stats = predict_tiles(tiles, read_fn, predict_fn, dst, batch_size=batch_size, align=align,
+                              pad_values=pad_values, nodata=nodata, progress=progress)
+    return stats
+
+
+def oracle_predictor(tiles, mask_index_path, index_path=None):
+    """The oracle: ``(read_fn, predict_fn, band names)`` whose "prediction" of a tile is its mask
+    tile (the rasterized labels, 0/255 -> 0/1) from ``mask_index_path`` (MakeMasks' index)."""
+    mpath = Path(mask_index_path)
+    mindex = read_tile_index(mpath)
+    by_id = {m["tile_id"]: mpath.parent / m["path"] for m in mindex["tiles"]}
+    missing = [t["tile_id"] for t in tiles if t["tile_id"] not in by_id]
+    if missing:
+        raise InputError(mpath, f"no mask for tiles {missing[:5]} of {index_path}")
+    names = mindex.get("bands") or (["footprint"] if mindex.get("kind") == "footprint"
+                                    else ["footprint", "boundary", "contact"])
+
+    def read_fn(t):
+        return read_array(by_id[t["tile_id"]])
+
+    def predict_fn(x):
+        return x * np.float32(1 / 255)
+
+    return read_fn, predict_fn, names
+
+
+def check_bands(image_bands: int, info: dict, where) -> None:
+    want = info["arch"]["input_bands"]
+    if image_bands != want:
+        raise InputError(where, f"the image has {image_bands} bands, the model was trained on {want}")
+
+
+def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 8,
+                  precision: str = "auto", compress: str = "zstd", progress=None, predictor=None,
+                  context: int | str = 0, source=None) -> dict:
+    """PredictImage's work: the tiles of ``index_path`` (TileImage's index.json) through a model
+    file (or, with ``mask_index_path``, the oracle: the mask tiles) into ``out_path``.
+
+    ``context``: 0 predicts each tile file as it is (its core keeps overlap/2 pixels of context);
+    N > 0 or ``"auto"`` (the network's receptive margin, exact) reads each core plus N pixels
+    around it from the source image (``source``, default the index's ``source``) instead.
+    ``predictor``: an already loaded ``(predict_fn, info)`` (benchmarks)."""
+    tpath = Path(index_path)
+    index = read_tile_index(tpath)
+    tiles = index["tiles"]
+    meta = {"width": index["width"], "height": index["height"], "crs": CRS.from_wkt(index["crs_wkt"]),
+            "transform": index["transform"]}
+    if mask_index_path is not None:
+        read_fn, predict_fn, names = oracle_predictor(tiles, mask_index_path, tpath)
+        align, pad, nodata = 1, 0.0, None
+        tags = {"model": "oracle", "masks": str(Path(mask_index_path))}
+    else:
+        predict_fn, info = predictor or load_predictor(model_path, precision)
+        check_bands(index["count"], info, tpath)
+        names = info["classes"]
+        align = 2 ** info["arch"]["depth"]
+        pad, nodata = info["mean"], index.get("nodata")
+
+        def read_fn(t):
+            return read_array(tpath.parent / t["path"])
+
+        tags = {"model": str(model_path), "precision": info["precision"]}
+        if context == "auto":
+            context = receptive_margin(info["arch"]["depth"])
+            if (index.get("overlap", 0) // 2 - (align - 1) >= context and index.get("tile_size", 1) % align == 0):
+                context = 0  # the tiles' own overlap already gives every core its full context
+        if int(context) > 0:
+            source = source or index.get("source")
+            if not source:
+                raise InputError(tpath, "[predict] context needs the source image, which the index does not name")
+            tiles = context_windows(tiles, index["width"], index["height"], int(context), align)
+            return _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names,
+                                        batch_size, compress, progress, {**tags, "context": str(context)},
+                                        (index["width"], index["height"], index["count"]))
+    return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
+                          batch_size=batch_size, compress=compress, progress=progress, tags=tags)
+
+
+def _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names, batch_size,
+                         compress, progress, tags, shape) -> dict:
+    """Windows read straight from the source raster (one reader thread uses the dataset)."""
+    with rasterio.open(source) as src:
+        if (src.width, src.height, src.count) != shape:
+            raise InputError(source, f"{src.width}x{src.height}x{src.count}, but its tile index describes "
+                             f"{shape[0]}x{shape[1]}x{shape[2]} (re-run TileImage)")
+
+        def read_fn(t):
+            return np.moveaxis(src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
+
+        return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
+                              batch_size=batch_size, compress=compress, progress=progress, tags=tags)
+
+
+def window_tiles(width: int, height: int, tile_size: int, overlap: int) -> list[dict]:
+    """The tile grid of :mod:`footprints.tiling` as index-style dicts (no files)."""
+    return [asdict(s) for s in tile_grid(width, height, tile_size, overlap)]
+
+
+def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int, context: int | str = "auto",
+                 batch_size: int = 8, precision: str = "auto", compress: str = "zstd", progress=None) -> dict:
+    """Inference only: a trained model file on a GeoTIFF, windows read straight from it (the
+    ``Predict`` task's work). The grid is ``tile_size``/``overlap``; ``context`` as in
+    :func:`predict_image`."""
+    predict_fn, info = load_predictor(model_file, precision)
+    with open_raster(image_path) as src:
+        check_bands(src.count, info, image_path)
+        if src.dtypes[0] != info.get("data", {}).get("dtype", src.dtypes[0]):
+            log.warning("%s: %s pixels, the model was trained on %s", image_path, src.dtypes[0],
+                        info["data"]["dtype"])
+        align = 2 ** info["arch"]["depth"]
+        tiles = window_tiles(src.width, src.height, tile_size, overlap)
+        if context == "auto":
+            context = receptive_margin(info["arch"]["depth"])
+        if context > 0:
+            tiles = context_windows(tiles, src.width, src.height, context, align)
+        meta = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
+        read_fn = lambda t: np.moveaxis(  # noqa: E731 - one reader thread uses src
+            src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
+        return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, info["mean"],
+                              src.nodata, info["classes"], batch_size=batch_size, compress=compress,
+                              progress=progress, tags={"model": str(model_file), "precision": info["precision"],
+                                                       "context": str(context)})
+
+
+def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.ndarray:
+    """Reference: the image (H, W, bands) predicted in one piece (padded at the bottom/right to
+    ``align``, like the tiles). Memory grows with the image: for checks and small images."""
+    h, w = image.shape[:2]
+    H, W = math.ceil(h / align) * align, math.ceil(w / align) * align
+    out = np.asarray(predict_fn(pad_to(image, H, W, pad_values)[None]), np.float32)[0]
+    return out[:h, :w]

@@ -1,0 +1,82 @@
+"""Training hyper-parameters: every default and every parameter's significance, declared once.
+
+``tasks.config.train`` (the ``[train]`` section of luigi.cfg) takes its defaults and its
+``significant`` flags from :class:`TrainParams`, and :meth:`TrainParams.from_kwargs` turns the
+section back into one. Significant parameters change the trained model and key its directory;
+the others (``metadata={"significant": False}``) only change how the run executes. No Keras here,
+so reading the configuration stays cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+
+def _runtime(default=MISSING, default_factory=MISSING):
+    """A parameter that changes how a run executes, not its result (beyond float rounding)."""
+    return field(default=default, default_factory=default_factory, metadata={"significant": False})
+
+
+def parse_class_weights(value) -> tuple[float, ...] | None:
+    """``"1,2,0.5"`` (``[train] class_weights``) -> ``(1.0, 2.0, 0.5)``; empty -> None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    return tuple(float(v) for v in value) or None
+
+
+@dataclass
+class TrainParams:
+    """Training hyper-parameters; ``[train]`` in luigi.cfg (tasks/config.py) takes its defaults
+    from here."""
+
+    depth: int = 4
+    base_filters: int = 16
+    batchnorm: bool = False
+    epochs: int = 15
+    batch_size: int = 4
+    crop_size: int = 256
+    samples_per_epoch: int = 400
+    learning_rate: float = 2e-3
+    loss: str = "bce+jaccard"
+    warmup_loss: str = "bce"
+    warmup_epochs: int = 0
+    class_weights: tuple | None = None
+    flips: bool = True
+    rotations: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.1
+    color: float = 0.25
+    patience: int = 8
+    seed: int = 0
+    # how the run executes (no effect on the result beyond float rounding)
+    precision: str = _runtime("auto")
+    workers: int = _runtime(2)
+    cache_mb: int = _runtime(1024)
+    extra: dict = _runtime(default_factory=dict)
+
+    @classmethod
+    def is_significant(cls, name: str) -> bool:
+        """Whether parameter ``name`` changes the trained model (and so its directory's key)."""
+        return cls.__dataclass_fields__[name].metadata.get("significant", True)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict) -> TrainParams:
+        """From ``tasks.config.train().param_kwargs``: ``class_weights`` text is parsed, keys
+        that are not training parameters (``tensorboard_port``) are ignored."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in kwargs.items() if k in names}
+        if "class_weights" in kw:
+            kw["class_weights"] = parse_class_weights(kw["class_weights"])
+        return cls(**kw)
+
+    def significant(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if self.is_significant(k)}
+
+    def phases(self) -> list[tuple[int, int, str]]:
+        """[(first epoch, end epoch, loss spec)], epochs 0-based, end exclusive."""
+        w = max(0, min(self.warmup_epochs, self.epochs))
+        out = [(0, w, self.warmup_loss)] if w else []
+        if self.epochs > w:
+            out.append((w, self.epochs, self.loss))
+        return out

@@ -1,0 +1,99 @@
+"""footprints/stitch.py: tile plans, the mosaic writer, uint8 probabilities, stitching."""
+import tempfile
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from footprints.stitch import MosaicWriter, output_profile, plan_tile, predict_tiles, to_uint8
+from footprints.tiling import axis_cores, axis_starts, tile_grid
+
+
+def _open_out(path, width, height, bands, dtype="float32"):
+    prof = output_profile(width, height, bands, "EPSG:32616", Affine(0.5, 0, 500000, 0, -0.5, 4000000), "none", dtype)
+    return rasterio.open(path, "w", **prof)
+
+
+def test_plan_tile_crops_off_grid_tiles_onto_the_pooling_grid():
+    # a shifted last tile at 90 (image 170 wide, tiles 80): cropped by 2 px to 92, core kept
+    t = {"col_off": 90, "row_off": 0, "width": 80, "height": 80, "core_col_off": 117, "core_row_off": 0,
+         "core_width": 53, "core_height": 56}
+    p = plan_tile(t, 4)
+    assert (p.in_col, p.in_row, p.core_col, p.core_row, p.aligned) == (2, 0, 25, 0, True)
+    # a core that starts within the crop: the tile stays as it is, flagged
+    t2 = {**t, "core_col_off": 91}
+    assert plan_tile(t2, 4).in_col == 0 and not plan_tile(t2, 4).aligned
+    assert plan_tile(t, 1) == plan_tile({**t}, 1) and plan_tile(t, 1).in_col == 0
+
+
+def test_to_uint8_rounds_and_clips():
+    np.testing.assert_array_equal(to_uint8(np.array([0.0, 0.5, 1.0, 1.2, -0.1, 0.999])), [0, 128, 255, 255, 0, 255])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 90), st.integers(1, 90), st.integers(4, 40), st.data())
+def test_mosaic_writer_assembles_any_core_partition(width, height, size, data):
+    overlap = data.draw(st.integers(0, size - 1))
+    block = data.draw(st.sampled_from([1, 7, 16, 256]))
+    xs, ys = axis_starts(width, size, overlap), axis_starts(height, size, overlap)
+    cores = [(r, c) for r in axis_cores(ys, size, height) for c in axis_cores(xs, size, width)]
+    rng = np.random.default_rng(width * 1000 + height)
+    full = rng.integers(0, 256, (height, width, 2)).astype(np.uint8)
+
+    class Sink:  # records every strip written
+        def __init__(self):
+            self.width, self.height, self.count, self.dtypes = width, height, 2, ["uint8"]
+            self.out = np.zeros((height, width, 2), np.uint8)
+            self.writes = []
+
+        def write(self, arr, window):
+            r0, n = int(window.row_off), int(window.height)
+            self.out[r0:r0 + n] = np.moveaxis(arr, 0, -1)
+            self.writes.append((r0, n))
+
+    sink = Sink()
+    w = MosaicWriter(sink, block_rows=block)
+    for (r, h), (c, wd) in cores:
+        w.add(r, c, full[r:r + h, c:c + wd])
+    w.close()
+    np.testing.assert_array_equal(sink.out, full)
+    # strips end on block rows (except the last one) and never overlap
+    ends = [r0 + n for r0, n in sink.writes]
+    assert all(e % block == 0 for e in ends[:-1]) and ends[-1] == height
+    assert [r0 for r0, _ in sink.writes] == [0] + ends[:-1]
+    with pytest.raises(ValueError, match="already written"):
+        w.add(0, 0, full[:1, :1])
+
+
+def test_mosaic_writer_rejects_overlapping_and_missing_cores(tmp_path):
+    with _open_out(tmp_path / "a.tif", 8, 4, 1, "uint8") as dst:
+        w = MosaicWriter(dst, block_rows=256)
+        w.add(0, 0, np.zeros((4, 5, 1), np.uint8))
+        with pytest.raises(ValueError, match="overlaps another core"):
+            w.add(0, 4, np.zeros((4, 4, 1), np.uint8))
+    with _open_out(tmp_path / "b.tif", 8, 4, 1, "uint8") as dst:
+        w = MosaicWriter(dst, block_rows=256)
+        w.add(0, 0, np.zeros((4, 5, 1), np.uint8))
+        with pytest.raises(ValueError, match="incomplete"):
+            w.close()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(20, 90), st.integers(20, 90), st.sampled_from([16, 24, 40]), st.integers(0, 15), st.sampled_from([1, 4]))
+def test_predict_tiles_stitches_an_identity_model_exactly(width, height, size, overlap, align):
+    """Any ``predict_fn`` (here: the input itself, like the oracle) comes back pixel for pixel."""
+    rng = np.random.default_rng(width * 100 + height)
+    img = rng.integers(0, 256, (height, width, 2)).astype(np.uint8)
+    tiles = [asdict(s) for s in tile_grid(width, height, size, overlap)]
+    read = lambda t: img[t["row_off"]:t["row_off"] + t["height"], t["col_off"]:t["col_off"] + t["width"]]  # noqa: E731
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/p.tif"
+        with _open_out(path, width, height, 2, "uint8") as dst:
+            stats = predict_tiles(tiles, read, lambda x: x / np.float32(255), dst, batch_size=3, align=align)
+        with rasterio.open(path) as src:
+            np.testing.assert_array_equal(np.moveaxis(src.read(), 0, -1), img)
+    assert stats["tiles"] == len(tiles)

@@ -1,0 +1,109 @@
+"""models/inference.py with footprints/stitch.py: stitched tiles equal the whole-image prediction."""
+import functools
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import models
+from footprints.stitch import context_windows, output_profile, predict_tiles
+from models.inference import predict_whole, window_tiles
+
+
+@pytest.fixture(autouse=True)
+def _clear_session():
+    keras.backend.clear_session()
+    yield
+    keras.backend.clear_session()
+
+
+def _open_out(path, width, height, bands, dtype="float32"):
+    prof = output_profile(width, height, bands, "EPSG:32616", Affine(0.5, 0, 500000, 0, -0.5, 4000000), "none", dtype)
+    return rasterio.open(path, "w", **prof)
+
+
+def _read(path):
+    with rasterio.open(path) as src:
+        return np.moveaxis(src.read(), 0, -1)
+
+
+# ---------------------------------------------------------------- seams
+
+
+def _scene(h, w, seed=0):
+    """A smooth random field with a few bright rectangles (3 bands)."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100, 20, (h, w, 3)).astype(np.float32)
+    for _ in range(8):
+        r, c = rng.integers(0, h - 20), rng.integers(0, w - 20)
+        img[r:r + rng.integers(6, 20), c:c + rng.integers(6, 20)] += 90
+    return img
+
+
+def _tiled(tmp_path, name, img, fn, tiles, align, pad):
+    h, w = img.shape[:2]
+    read = lambda t: img[t["row_off"]:t["row_off"] + t["height"], t["col_off"]:t["col_off"] + t["width"]]  # noqa
+    with _open_out(tmp_path / f"{name}.tif", w, h, 3) as dst:
+        stats = predict_tiles(tiles, read, fn, dst, batch_size=3, align=align, pad_values=pad)
+    return _read(tmp_path / f"{name}.tif"), stats
+
+
+def _net(depth, seed=11):
+    net = models.inference_model(models.build_unet(3, 3, depth=depth, base_filters=4, seed=seed,
+                                                   mean=[100] * 3, std=[30] * 3), "float32")
+    net.jit_compile = False
+    return lambda x: np.asarray(net.predict_on_batch(x))
+
+
+@pytest.mark.parametrize("depth,tile,overlap", [(2, 80, 48), (4, 256, 224)])
+def test_overlapping_tiles_equal_the_whole_image_and_plain_tiles_do_not(tmp_path, depth, tile, overlap, capsys):
+    """[predict] context = 0 (the tile files as they are) with an overlap of 2x the receptive
+    margin: every kept core sees all of its context."""
+    margin = models.receptive_margin(depth)
+    assert overlap // 2 >= margin
+    h, w = (150, 170) if depth == 2 else (300, 330)
+    img = _scene(h, w)
+    fn, align, pad = _net(depth), 2 ** depth, [100.0] * 3
+    whole = predict_whole(fn, img, align, pad)
+    tiled, stats = _tiled(tmp_path, "ov", img, fn, window_tiles(w, h, tile, overlap), align, pad)
+    assert stats["tiles"] > 4 and stats["misaligned"] == 0
+    r = margin  # the interior: away from the image border
+    diff = np.abs(tiled - whole)[r:-r, r:-r]
+    assert diff.max() <= 1e-3, diff.max()
+    # the same tiles without overlap: visible seams
+    plain, _ = _tiled(tmp_path, "plain", img, fn, window_tiles(w, h, tile - overlap, 0), align, pad)
+    seam = np.abs(plain - whole)[r:-r, r:-r]
+    with capsys.disabled():
+        print(f"\n[seams] depth {depth}: max |tiled - whole| in the interior: overlap {overlap}: {diff.max():.1e}; "
+              f"no overlap: {seam.max():.3f} ({int((seam > 1e-3).sum())} values > 1e-3)")
+    assert seam.max() > 1e-3
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(33, 140), st.integers(33, 140), st.sampled_from([32, 48, 64]), st.integers(0, 31))
+def test_context_windows_make_any_tiling_exact(w, h, tile, overlap):
+    """[predict] context = receptive margin: equal to the whole image everywhere, borders too,
+    for any tiling (even without overlap)."""
+    depth = 2
+    fn, align, pad = _net2(), 4, [100.0] * 3
+    img = _scene(h, w, seed=w * h)
+    whole = predict_whole(fn, img, align, pad)
+    tiles = context_windows(window_tiles(w, h, tile, overlap), w, h, models.receptive_margin(depth), align)
+    assert len({(t["width"], t["height"]) for t in tiles if t["col_off"] + t["width"] < w
+                and t["row_off"] + t["height"] < h}) <= 1  # one window size away from the border
+    assert all(t["col_off"] % align == 0 and t["row_off"] % align == 0 for t in tiles)
+    with tempfile.TemporaryDirectory() as d:
+        got, stats = _tiled(Path(d), "ctx", img, fn, tiles, align, pad)
+    assert stats["misaligned"] == 0
+    assert np.abs(got - whole).max() <= 1e-5
+
+
+@functools.lru_cache(maxsize=None)
+def _net2():
+    return _net(2, seed=3)  # one model for all hypothesis examples (no retracing)
