@@ -1,7 +1,7 @@
 """Benchmark DeduplicateBorders: 1,000,000 predicted polygons over 40,000 tiles.
 
 Synthetic predictions go straight into a throw-away PostGIS database (COPY): a 200 x 200 grid
-of 256 px tiles overlapping by 32 px (the tiler's grid and cores, tasks.tiling.tile_grid),
+of 256 px tiles overlapping by 32 px (the tiler's grid and cores, footprints.tiling.tile_grid),
 buildings (rectangles and L-shapes, 6..40 px, never touching) on a jittered grid, and for every
 tile each building that reaches into its core, clipped to the window the tile reads (its
 window grown by the 8 px halo) -- exactly what Polygonize stores, with the fragments and
@@ -36,10 +36,10 @@ from affine import Affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks import db  # noqa: E402
-from tasks.dedup import deduplicate  # noqa: E402
-from tasks.polygonize import pixel_to_geo  # noqa: E402
-from tasks.tiling import tile_grid  # noqa: E402
+from footprints import db  # noqa: E402
+from footprints.dedup import deduplicate  # noqa: E402
+from footprints.geo import pixel_to_geo  # noqa: E402
+from footprints.tiling import tile_grid  # noqa: E402
 
 RUN, IMAGE, SRID = "bench", "bench_image", 32616
 TRANSFORM = Affine(0.3, 0.0, 733601.0, 0.0, -0.3, 3725139.0)

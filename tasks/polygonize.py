@@ -1,284 +1,26 @@
-"""Polygonize: building probabilities -> building polygons in PostGIS ``predictions``.
+"""Polygonize: one image's building probabilities -> building polygons in PostGIS ``predictions``.
 
-Pure functions first (arrays and affine transforms in, shapely polygons out), then the thin
-Luigi task.
-
-* A pixel is a building where its footprint probability is > ``threshold``.
-* With the 3-class head (footprint, boundary, contact) touching buildings are split: the
-  seeds are footprint pixels that are neither boundary nor contact; each 4-connected seed
-  is one building and grows back over the footprint (geodesic dilation, one pixel per step,
-  constrained to the footprint), so every building keeps its full extent. Footprint pixels
-  that no seed reaches become buildings of their own.
-* Polygons come from ``rasterio.features.shapes`` (4-connectivity) and are pixel-exact: their
-  vertices lie on pixel corners, in the IMAGE's pixel space (column, row) when the array is a
-  window at ``col_off``/``row_off``. ``transform`` is always the image's affine transform.
-* ``min_area_m2`` is in m² of the image CRS (pixel area = |a·e − b·d|), ``simplify_px`` in
-  pixels; the score is the mean footprint probability inside the polygon.
-
-The Luigi task reads each tile's window grown by a halo (``[polygonize] halo_px``, within
-the image) and stores the raw, pixel-exact polygons that reach into the tile's core (only
-polygons that cannot be a fragment of a larger building, i.e. that do not touch the read
-window's edge, are dropped below the minimum area). DeduplicateBorders then joins the
-fragments across tile cores and applies the minimum area and the simplification to whole
-buildings.
+The work is :func:`footprints.polygonize.polygonize_image`; this task reads the tile index,
+checks the probabilities against it and commits the rows with its marker.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-import tempfile
 
 import luigi
-import numpy as np
-import shapely
-from affine import Affine
-from scipy import ndimage
-from shapely.geometry import Polygon, shape
+import rasterio
 
-__all__ = [
-    "pixel_area", "as_probability", "building_labels", "grow_labels", "polygonize_labels",
-    "polygonize_probabilities", "pixel_to_geo", "read_window", "tile_polygons", "run_key", "run_params",
-    "prediction_rows", "report",
-    "Polygonize",
-]
+from footprints import db
+from footprints.errors import InputError
+from footprints.polygonize import check_probabilities, polygonize_image
+from tasks import config
+from tasks.keys import run_key
+from tasks.predict import PredictImage
+from tasks.progress import report, reporter
+from tasks.targets import PostgresMarker
+from tasks.tiling import TileImage
 
-_CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
-
-
-# ---------------------------------------------------------------- pure functions
-
-
-def _affine(transform) -> Affine:
-    if isinstance(transform, Affine):
-        return transform
-    t = list(transform)
-    if len(t) < 6:
-        raise ValueError(f"an affine transform needs 6 coefficients (a, b, c, d, e, f), got {t!r}")
-    return Affine(*t[:6])
-
-
-def pixel_area(transform) -> float:
-    """Area of one pixel in squared units of the CRS: |a·e − b·d|."""
-    t = _affine(transform)
-    return float(abs(t.a * t.e - t.b * t.d))
-
-
-def as_probability(prob: np.ndarray) -> np.ndarray:
-    """(C, H, W) float32 in [0, 1] from a uint8 (0..255 = prob·255) or float array.
-    A 2-D array is one footprint band."""
-    a = np.asarray(prob)
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim != 3:
-        raise ValueError(f"probabilities must be (bands, rows, cols), got an array of shape {a.shape}")
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / np.float32(255.0)
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"probabilities must be uint8 (0..255) or float (0..1), got {a.dtype}")
-    return a.astype(np.float32, copy=False)
-
-
-def grow_labels(labels: np.ndarray, mask: np.ndarray, max_steps: int | None = None) -> np.ndarray:
-    """Grow labelled seeds one pixel (4-neighbourhood) per step over ``mask`` until nothing
-    changes. Where two labels reach a pixel in the same step, the larger label wins. In place."""
-    steps = 0
-    todo = mask & (labels == 0)
-    while todo.any() and (max_steps is None or steps < max_steps):
-        # only the bounding box of what is left (plus a 1 px rim) needs the dilation
-        rows = np.flatnonzero(todo.any(axis=1))
-        cols = np.flatnonzero(todo.any(axis=0))
-        r0, r1 = max(rows[0] - 1, 0), rows[-1] + 2
-        c0, c1 = max(cols[0] - 1, 0), cols[-1] + 2
-        sub = labels[r0:r1, c0:c1]
-        grown = ndimage.grey_dilation(sub, footprint=_CROSS, mode="constant", cval=0)
-        fill = todo[r0:r1, c0:c1] & (grown > 0)
-        if not fill.any():
-            break
-        sub[fill] = grown[fill]
-        todo[r0:r1, c0:c1] &= ~fill
-        steps += 1
-    return labels
-
-
-def building_labels(prob: np.ndarray, threshold: float = 0.5, three_class: bool = False) -> tuple[np.ndarray, int]:
-    """(labels int32 (H, W), n): one positive label per building, 0 for background."""
-    p = as_probability(prob)
-    fp = p[0] > threshold
-    if not three_class:
-        labels, n = ndimage.label(fp, structure=_CROSS)
-        return labels.astype(np.int32, copy=False), int(n)
-    if p.shape[0] < 3:
-        raise ValueError(f"three_class needs 3 bands (footprint, boundary, contact), got {p.shape[0]}")
-    seeds = fp & ~(p[1] > threshold) & ~(p[2] > threshold)
-    labels, n = ndimage.label(seeds, structure=_CROSS)
-    labels = labels.astype(np.int32, copy=False)
-    grow_labels(labels, fp)
-    rest = fp & (labels == 0)
-    if rest.any():  # footprint no seed can reach (e.g. a building thinner than its boundary band)
-        extra, m = ndimage.label(rest, structure=_CROSS)
-        labels[rest] = extra[rest] + n
-        n += int(m)
-    return labels, int(n)
-
-
-def _polygon_parts(g) -> list[Polygon]:
-    if g.is_empty:
-        return []
-    if not g.is_valid:
-        g = shapely.make_valid(g)
-    if g.geom_type == "Polygon":
-        return [g]
-    return [p for p in getattr(g, "geoms", []) if p.geom_type == "Polygon" and not p.is_empty] + [
-        q for p in getattr(g, "geoms", []) if p.geom_type == "MultiPolygon" for q in p.geoms]
-
-
-def polygonize_labels(labels: np.ndarray, col_off: int = 0, row_off: int = 0):
-    """[(label, pixel-exact Polygon in image pixel coordinates)] from a label array."""
-    from rasterio import features
-
-    lab = np.ascontiguousarray(labels, dtype=np.int32)
-    out = []
-    for geom, value in features.shapes(lab, mask=lab > 0, connectivity=4,
-                                       transform=Affine.translation(col_off, row_off)):
-        for poly in _polygon_parts(shape(geom)):
-            out.append((int(value), poly))
-    return out
-
-
-def pixel_to_geo(geom, transform):
-    """Geometries (one or an array) in image pixel coordinates (col, row) -> the image CRS."""
-    t = _affine(transform)
-    m = np.array([[t.a, t.d], [t.b, t.e]])
-    off = np.array([t.c, t.f])
-    return shapely.transform(geom, lambda xy: xy @ m + off)
-
-
-def _touches_window_edge(poly: Polygon, col_off: int, row_off: int, width: int, height: int) -> bool:
-    x0, y0, x1, y1 = poly.bounds
-    return x0 <= col_off or y0 <= row_off or x1 >= col_off + width or y1 >= row_off + height
-
-
-def polygonize_probabilities(prob: np.ndarray, transform, threshold: float = 0.5, min_area_m2: float = 0.0,
-                             simplify_px: float = 0.0, three_class: bool = False, col_off: int = 0,
-                             row_off: int = 0, keep_edge_fragments: bool = False):
-    """Building polygons of a probability array: ``[(polygon_pix, polygon_geo, score), ...]``.
-
-    ``prob``: (C, H, W) uint8 (prob·255) or float in [0, 1]; band 0 = footprint, and with
-    ``three_class`` band 1 = boundary, band 2 = contact. ``transform``: the image's affine
-    transform; ``col_off``/``row_off``: where the array lies in the image, so that the pixel
-    polygons are in image pixel coordinates. ``min_area_m2``: in m² of the image CRS, on the
-    pixel-exact polygon. ``simplify_px``: topology-preserving simplification tolerance in
-    pixels. ``keep_edge_fragments``: keep polygons that touch the array's edge whatever their
-    area (they may be fragments of a building that continues in the next tile).
-    Score: the mean footprint probability inside the polygon.
-    """
-    p = as_probability(prob)
-    labels, n = building_labels(p, threshold, three_class)
-    if n == 0:
-        return []
-    means = ndimage.mean(p[0], labels=labels, index=np.arange(1, n + 1))
-    px_area = pixel_area(transform)
-    h, w = labels.shape
-    out = []
-    for value, poly in polygonize_labels(labels, col_off, row_off):
-        if poly.area * px_area < min_area_m2 and not (
-                keep_edge_fragments and _touches_window_edge(poly, col_off, row_off, w, h)):
-            continue
-        if simplify_px > 0:
-            # the same steps as sql/buildings_insert.sql: collinear vertices out, canonical
-            # vertex order, then the simplification
-            poly = shapely.normalize(shapely.simplify(poly, 0.0, preserve_topology=True))
-            poly = shapely.normalize(shapely.simplify(poly, simplify_px, preserve_topology=True))
-            if poly.is_empty or poly.geom_type != "Polygon":
-                continue
-        out.append((poly, pixel_to_geo(poly, transform), float(means[value - 1])))
-    return out
-
-
-def read_window(tile: dict, halo: int, width: int, height: int) -> tuple[int, int, int, int]:
-    """(col_off, row_off, width, height) of the tile's window grown by ``halo`` pixels on every
-    side and clipped to the width x height image: what Polygonize reads for the tile."""
-    c0 = max(0, int(tile["col_off"]) - halo)
-    r0 = max(0, int(tile["row_off"]) - halo)
-    c1 = min(width, int(tile["col_off"]) + int(tile["width"]) + halo)
-    r1 = min(height, int(tile["row_off"]) + int(tile["height"]) + halo)
-    return c0, r0, c1 - c0, r1 - r0
-
-
-def tile_polygons(prob: np.ndarray, transform, tile: dict, window, threshold: float = 0.5,
-                  min_area_m2: float = 0.0, three_class: bool = False):
-    """The polygons one tile contributes: ``prob`` is the tile's read window (``window`` =
-    ``read_window(...)``) of the image's probabilities; every polygon (pixel-exact, image pixel
-    coordinates, never simplified) that reaches into the tile's core, whole as seen through
-    the window. Polygons below ``min_area_m2`` are dropped unless they touch the window's edge
-    (then they may be fragments of a larger building)."""
-    c0, r0, _, _ = window
-    cx0, cy0 = tile["core_col_off"], tile["core_row_off"]
-    cx1, cy1 = cx0 + tile["core_width"], cy0 + tile["core_height"]
-    out = []
-    for pix, geo, score in polygonize_probabilities(prob, transform, threshold=threshold, min_area_m2=min_area_m2,
-                                                    three_class=three_class, col_off=c0, row_off=r0,
-                                                    keep_edge_fragments=True):
-        x0, y0, x1, y1 = pix.bounds
-        if x0 < cx1 and x1 > cx0 and y0 < cy1 and y1 > cy0:
-            out.append((pix, geo, score))
-    return out
-
-
-_RUN_EXCLUDED = {"paths", "evaluate", "outputs"}
-
-
-def run_params() -> dict:
-    """Every significant parameter of the ``tasks.config`` sections that shape the polygons
-    (model, masks, tiling, data, polygonize, dedup, ...; not ``paths``)."""
-    from tasks import config
-
-    out = {}
-    for name in sorted(vars(config)):
-        cls = getattr(config, name)
-        if not (isinstance(cls, type) and issubclass(cls, luigi.Config) and cls.__module__ == config.__name__):
-            continue
-        if name in _RUN_EXCLUDED:
-            continue
-        inst = cls()
-        out[name] = {k: getattr(inst, k) for k, prm in cls.get_params() if prm.significant}
-    return out
-
-
-def run_key() -> str:
-    """The ``run`` column of ``predictions``/``buildings`` and the outputs' directory name:
-    readable (model, masks, tiling) plus a hash of every significant parameter."""
-    from tasks import config
-
-    body = json.dumps(run_params(), sort_keys=True, default=str)
-    h = hashlib.sha1(body.encode()).hexdigest()[:10]
-    return f"{config.model().name}-{config.masks().kind}-{config.tiling_key()}-{h}"
-
-
-def prediction_rows(run: str, image: str, tile_id: str, srid: int, polygons, transform):
-    """COPY-ready CSV rows (run, image, tile_id, score, area_m2, srid, geom_pix, geom) for
-    ``polygonize_probabilities`` output; geometries as (E)WKB hex."""
-    if not polygons:
-        return []
-    pix = np.array([p for p, _, _ in polygons], dtype=object)
-    geo = shapely.set_srid(np.array([g for _, g, _ in polygons], dtype=object), int(srid))
-    pix_hex = shapely.to_wkb(pix, hex=True)
-    geo_hex = shapely.to_wkb(geo, hex=True, include_srid=True)
-    areas = shapely.area(pix) * pixel_area(transform)
-    return [(run, image, tile_id, repr(float(s)), repr(float(a)), int(srid), ph, gh)
-            for (_, _, s), a, ph, gh in zip(polygons, areas, pix_hex, geo_hex)]
-
-
-# ---------------------------------------------------------------- the task
-
-
-def report(task: luigi.Task, percent: int | None = None, message: str | None = None) -> None:
-    """Progress for the Luigi UI; a no-op when the task runs outside a worker (tests)."""
-    if percent is not None and callable(getattr(task, "set_progress_percentage", None)):
-        task.set_progress_percentage(percent)
-    if message is not None and callable(getattr(task, "set_status_message", None)):
-        task.set_status_message(message)
+__all__ = ["Polygonize"]
 
 
 class Polygonize(luigi.Task):
@@ -293,25 +35,15 @@ class Polygonize(luigi.Task):
     image = luigi.Parameter(description="image id")
 
     def requires(self):
-        from tasks.predict import PredictImage
-        from tasks.tiling import TileImage
-
         return {"prob": PredictImage(image=self.image), "tiles": TileImage(image=self.image)}
 
     def run_key(self) -> str:
         return run_key()
 
     def output(self):
-        from tasks.db import PostgresMarker
-
         return PostgresMarker(f"polygonize:{self.run_key()}:{self.image}", "predictions")
 
     def run(self):
-        import rasterio
-        from rasterio.windows import Window
-
-        from tasks import config, db
-
         cfg = config.polygonize()
         run = self.run_key()
         prob_path = self.input()["prob"].path
@@ -320,39 +52,15 @@ class Polygonize(luigi.Task):
             index = json.load(f)
         tiles = index.get("tiles")
         if not tiles:
-            raise ValueError(f"{index_path}: tile index has no tiles")
-        kind = config.masks().kind
+            raise InputError(index_path, "tile index has no tiles")
+        three_class = config.masks().kind == "3class"
         with db.connection() as conn:
             db.ensure_schema(conn)
-        with rasterio.open(prob_path) as src, tempfile.TemporaryFile("w+", newline="") as buf:
-            if (src.width, src.height) != (index["width"], index["height"]):
-                raise ValueError(f"{prob_path}: probabilities are {src.width}x{src.height} px but the tile index "
-                                 f"{index_path} describes a {index['width']}x{index['height']} px image")
-            three_class = kind == "3class"
-            if three_class and src.count < 3:
-                raise ValueError(f"{prob_path}: [masks] kind = 3class needs 3 probability bands "
-                                 f"(footprint, boundary, contact), the file has {src.count}")
-            bands = [1, 2, 3] if three_class else [1]
-            transform = src.transform
-            writer = csv.writer(buf)
+        with rasterio.open(prob_path) as src:
+            bands = check_probabilities(src, index, index_path, three_class)
             with db.connection() as conn:
-                srid = db.srid_for_crs(conn, src.crs)
-                n = 0
-                for i, t in enumerate(tiles):
-                    win = read_window(t, cfg.halo_px, src.width, src.height)
-                    arr = src.read(bands, window=Window(*win))
-                    polys = tile_polygons(arr, transform, t, win, threshold=cfg.threshold,
-                                          min_area_m2=cfg.min_area_m2, three_class=three_class)
-                    rows = prediction_rows(run, self.image, t["tile_id"], srid, polys, transform)
-                    writer.writerows(rows)
-                    n += len(rows)
-                    if i % 16 == 0 or i == len(tiles) - 1:
-                        report(self, int(90 * (i + 1) / len(tiles)), f"tile {i + 1}/{len(tiles)}: {n} polygons")
-                buf.flush()
-                buf.seek(0)
-                report(self, message=f"storing {n} polygons")
-                with conn.cursor() as cur:
-                    cur.execute(db.load_sql("predictions_delete"), {"run": run, "image": self.image})
-                    cur.copy_expert(db.load_sql("predictions_copy"), buf)
+                polygonize_image(conn, src, tiles, run, self.image, halo_px=cfg.halo_px, threshold=cfg.threshold,
+                                 min_area_m2=cfg.min_area_m2, three_class=three_class, bands=bands,
+                                 progress=reporter(self))
                 self.output().touch(conn)
         report(self, 100)
