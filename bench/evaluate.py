@@ -30,7 +30,8 @@ import pandas as pd
 import shapely
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tasks import evaluate as ev  # noqa: E402
+from footprints import evalio  # noqa: E402
+from footprints import spacenet as sn  # noqa: E402
 
 CHIP = 650.0
 GRID = 10
@@ -76,8 +77,8 @@ def make_data(n: int, seed: int = 0):
     pimg = np.concatenate([img[pick], fimg])
     conf = rng.uniform(0, 1, n)
     names = np.array([f"AOI_9_Bench_img{i}" for i in range(n_img)], dtype=object)
-    t_df = ev.make_frame(names[img], truth)
-    p_df = ev.make_frame(names[pimg], props, conf)
+    t_df = sn.make_frame(names[img], truth)
+    p_df = sn.make_frame(names[pimg], props, conf)
     return t_df, p_df
 
 
@@ -133,11 +134,11 @@ def main(argv=None) -> int:
               f"in {t_df['image_id'].nunique()} images ({time.perf_counter() - t0:.1f}s)")
 
         t0 = time.perf_counter()
-        result = ev.evaluate_files(tcsv, pcsv, iou=0.5, min_area=0)
+        result = evalio.evaluate_files(tcsv, pcsv, iou=0.5, min_area=0)
         t_files = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    frames_result = ev.evaluate_frames(t_df, p_df, iou=0.5, min_area=0)
+    frames_result = sn.evaluate_frames(t_df, p_df, iou=0.5, min_area=0)
     t_frames = time.perf_counter() - t0
     tot = result["total"]
     print(f"info: evaluate_files (CSV parse + match + score): {t_files:.2f}s; "
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     naive = all_pairs(ts, ps)
     t_naive = time.perf_counter() - t0
-    sub = ev.evaluate_frames(ts, ps, iou=0.5, min_area=0)["total"]
+    sub = sn.evaluate_frames(ts, ps, iou=0.5, min_area=0)["total"]
     if (sub["tp"], sub["fp"], sub["fn"]) != naive:
         print(f"error: all-pairs peer disagrees on the subset: {naive} vs "
               f"{(sub['tp'], sub['fp'], sub['fn'])}", file=sys.stderr)

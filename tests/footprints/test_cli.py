@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks import cli
+from footprints import cli
 
 REPO = Path(__file__).parents[2]
 FIXTURES = REPO / ".." / "shared" / "fixtures" / "spacenet"

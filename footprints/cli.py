@@ -1,4 +1,4 @@
-"""The ``footprints`` command (console script ``footprints=tasks.cli:main``).
+"""The ``footprints`` command (console script ``footprints=footprints.cli:main``).
 
 Subcommands register themselves in :data:`SUBCOMMANDS`: a function that adds its parser to the
 sub-parser set and sets ``func`` (``args -> exit code``). To add one::
@@ -18,10 +18,7 @@ import argparse
 import sys
 from typing import Callable
 
-
-class InputError(Exception):
-    """An input that a subcommand cannot use: printed as ``footprints <cmd>: error: ...``, exit 2."""
-
+from footprints.errors import InputError  # an input a subcommand cannot use: exit 2, message names it
 
 # --- evaluate -------------------------------------------------------------------------------
 
@@ -50,14 +47,11 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from tasks import evaluate as ev  # imported here so `footprints --help` stays fast
+    from footprints import evalio as ev  # noqa: PLC0415 - heavy (pandas, shapely): `footprints --help` stays fast
 
     problems: list = []
-    try:
-        result = ev.evaluate_files(args.truth, args.proposals, iou=args.iou, min_area=args.min_area,
-                                   problems=problems)
-    except ev.EvaluationInputError as e:
-        raise InputError(str(e)) from e
+    result = ev.evaluate_files(args.truth, args.proposals, iou=args.iou, min_area=args.min_area,
+                               problems=problems)
     if problems and not args.quiet:
         shown = problems[:50]
         for pr in shown:
