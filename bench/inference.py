@@ -94,67 +94,150 @@ def prepare() -> tuple[Path, Path]:
     return index, model_path
 
 
+IO_SIZE = 8192  # the I/O-ceiling scene: 67 Mpx, so that 100 Mpx/s is measurable
+
+
+def prepare_io() -> Path:
+    """A larger cached scene and its tiles for the I/O ceiling (no network)."""
+    import rasterio
+
+    from footprints.raster import raster_meta
+    from footprints.tiling import tile_grid, tile_records, write_tiles
+
+    scene = OUT / f"scene_{IO_SIZE}.tif"
+    if not scene.exists():
+        make_scene(scene, IO_SIZE, seed=1)
+    tdir = OUT / f"tiles_{IO_SIZE}_ts{TILE}_ov{OVERLAP}"
+    index = tdir / "index.json"
+    if not index.exists():
+        tdir.mkdir(exist_ok=True)
+        with rasterio.open(scene) as src:
+            meta, transform = raster_meta(src), src.transform
+        specs = tile_grid(IO_SIZE, IO_SIZE, TILE, OVERLAP)
+        write_tiles(scene, tdir, specs, compress="zstd", workers=2)
+        index.write_text(json.dumps({"image": "bench_io", "source": str(scene), "tiling": f"ts{TILE}_ov{OVERLAP}",
+                                     "tile_size": TILE, "overlap": OVERLAP, **meta,
+                                     "tiles": tile_records(specs, transform)}))
+    return index
+
+
+def matmul_peak(policy: str, n: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of an n x n x n matmul through Keras (the backend and compute dtype inference uses)."""
+    import keras
+
+    dtype = keras.mixed_precision.Policy(policy).compute_dtype
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(rng.random((n, n), np.float32), dtype=dtype)
+    b = keras.ops.convert_to_tensor(rng.random((n, n), np.float32), dtype=dtype)
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def best_of(fn, repeat: int) -> float:
+    fn()  # warm-up (graph tracing, caches)
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--batch", type=int, default=None, help="default: [predict] batch_size")
     ap.add_argument("--precision", default=None, help="default: [predict] precision")
+    ap.add_argument("--engine", default=None, help="default: [predict] engine")
     args = ap.parse_args(argv)
+
+    import keras
 
     from footprints.raster import read_array
     from models.inference import load_predictor, predict_image
+    from models.unet import conv_flops
     from tasks.config import predict
 
-    args.batch = args.batch or predict().batch_size
-    args.precision = args.precision or predict().precision
+    cfg = predict()
+    args.batch = args.batch or cfg.batch_size
+    args.precision = args.precision or cfg.precision
     index_path, model_path = prepare()
     index = json.loads(index_path.read_text())
     tiles = index["tiles"]
-    predictor = load_predictor(model_path, args.precision)
+    predictor = load_predictor(model_path, args.precision, engine=args.engine or cfg.engine)
     predict_fn, info = predictor
     model = predict_fn.model
     x = np.stack([read_array(index_path.parent / t["path"]) for t in tiles]).astype(np.float32)
     n = len(tiles)
+    backend = keras.backend.backend()
     print(f"# {n} tiles of {TILE}² (overlap {OVERLAP}) from a {SIZE}² image; model unet depth 4, 32 filters, "
-          f"{info['precision']}, batch {args.batch}, backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}",
+          f"{info['precision']}, batch {args.batch}, backend {backend}, engine {info.get('engine', 'keras')}",
           flush=True)
-
-    def bare():
-        model.predict(x, batch_size=args.batch, verbose=0)
+    flops = conv_flops(model, TILE, TILE)
+    peak = matmul_peak(info["precision"])
+    print(f"# model: {flops / 1e9:.1f} GFLOP per {TILE}² window (convolutions); "
+          f"matmul peak through {backend} ({info['precision']}): {peak / 1e9:.1f} GFLOP/s", flush=True)
 
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        def ours(context=0):
-            predict_image(index_path, Path(tmp) / "prob.tif", model_path=model_path, batch_size=args.batch,
-                          predictor=predictor, context=context)
+        def ours(context=0, index=index_path, pred=predictor):
+            return predict_image(index, Path(tmp) / "prob.tif", model_path=model_path, batch_size=args.batch,
+                                 predictor=pred, context=context, window=cfg.window)
 
-        bare()  # warm-up: traces the graph for the batch shapes used below
-        ours()
-        t_bare, t_ours = [], []
-        for _ in range(args.repeat):  # interleaved, so a change of machine load hits both
-            t = time.perf_counter()
-            bare()
-            t_bare.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            ours()
-            t_ours.append(time.perf_counter() - t)
-        ours("auto")  # warm-up of the context windows' shape
-        t_autos = []
-        for _ in range(2):
-            t = time.perf_counter()
-            ours("auto")
-            t_autos.append(time.perf_counter() - t)
-        t_auto = min(t_autos)
-    bare_tps, ours_tps = n / min(t_bare), n / min(t_ours)
-    model_px = n * x.shape[1] * x.shape[2]
-    mpx_ours = model_px / min(t_ours) / 1e6
-    print(f"# bare model.predict: {bare_tps:.2f} tiles/s ({model_px / min(t_bare) / 1e6:.2f} Mpx/s); "
-          f"PredictImage: {ours_tps:.2f} tiles/s ({mpx_ours:.2f} Mpx/s model input, "
-          f"{SIZE * SIZE / min(t_ours) / 1e6:.2f} Mpx/s of image)", flush=True)
-    print(f"# PredictImage with [predict] context=auto (exact seams, windows read from the source): "
-          f"{n / t_auto:.2f} tiles/s, {SIZE * SIZE / t_auto / 1e6:.2f} Mpx/s of image", flush=True)
+        t_bare = best_of(lambda: model.predict(x, batch_size=args.batch, verbose=0), args.repeat)
+        t_ours = best_of(ours, args.repeat)
+        t_auto = best_of(lambda: ours("auto"), args.repeat)
+
+        # the I/O ceiling: the same reading, stitching and writing, the network replaced by nothing
+        io_index = prepare_io()
+        k = len(info["classes"])
+
+        def no_network(batch):
+            return np.zeros(batch.shape[:3] + (k,), np.float32)
+
+        free = (no_network, info)
+        t_io0 = best_of(lambda: ours(0, io_index, free), args.repeat)
+        t_io_auto = best_of(lambda: ours("auto", io_index, free), args.repeat)
+
+    bare_tps, ours_tps = n / t_bare, n / t_ours
+    img_px = SIZE * SIZE
+    print(f"# bare model.predict: {bare_tps:.2f} tiles/s; PredictImage context=0: {ours_tps:.2f} tiles/s "
+          f"({n * TILE * TILE / t_ours / 1e6:.2f} Mpx/s model input, {img_px / t_ours / 1e6:.2f} Mpx/s of image), "
+          f"context=auto (exact seams, window {cfg.window}): {img_px / t_auto / 1e6:.2f} Mpx/s of image", flush=True)
+    print(f"# I/O ceiling on a {IO_SIZE}² image: context=0 {IO_SIZE ** 2 / t_io0 / 1e6:.1f} Mpx/s, "
+          f"context=auto {IO_SIZE ** 2 / t_io_auto / 1e6:.1f} Mpx/s of image", flush=True)
+    engines(model_path, x, args.batch, t_bare, info["engine"])
+    print(f"PredictImage model FLOP/s vs this CPU's matmul peak: {n * flops / t_ours / peak:.2f}x (goal >= 0.5x)")
+    print(f"PredictImage image Mpx/s, context=auto vs context=0: {t_ours / t_auto:.2f}x (goal >= 0.8x)")
     print(f"PredictImage tiles/s vs bare model.predict: {ours_tps / bare_tps:.2f}x (goal >= 0.85x)")
-    print(f"PredictImage Mpx/s vs 4 Mpx/s (unet 4x32 {info['precision']}): {mpx_ours / 4.0:.2f}x (goal >= 1.0x)")
+    for name, t in (("context=0", t_io0), ("context=auto", t_io_auto)):
+        print(f"PredictImage I/O ceiling (no network) Mpx/s of image vs 100 Mpx/s, {name}: "
+              f"{IO_SIZE ** 2 / t / 1e6 / 100:.2f}x (goal >= 1.0x)")
     return 0
+
+
+def engines(model_path: Path, x: np.ndarray, batch: int, t_keras: float, engine_used: str) -> None:
+    """Other CPU inference engines on the same weights and tiles, for the record (comment lines)."""
+    from models.engines import available_engines
+    from models.inference import load_predictor
+
+    for name in available_engines():
+        if name == "keras" or name == engine_used:
+            continue
+        try:
+            fn, info = load_predictor(model_path, "float32", engine=name)
+            if info["engine"] != name:
+                raise RuntimeError("it fell back to Keras (see the warning above)")
+        except (ImportError, RuntimeError, ValueError, OSError) as e:
+            print(f"# engine {name}: unavailable ({type(e).__name__}: {str(e)[:120]})")
+            continue
+        t = best_of(lambda f=fn: [f(x[i:i + batch]) for i in range(0, len(x), batch)], 1)
+        print(f"# engine {name}: {x.shape[0] * x.shape[1] * x.shape[2] / t / 1e6:.2f} Mpx/s model input, "
+              f"{t_keras / t:.2f}x Keras' model.predict", flush=True)
 
 
 if __name__ == "__main__":

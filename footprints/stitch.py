@@ -5,7 +5,8 @@ boundary in the middle of each overlap) is taken from a prediction of a window a
 each output pixel is predicted exactly once, where it is farthest from a window edge.
 :func:`context_windows` grows every core by the network's receptive margin (windows uniform and
 on the pooling grid), so the mosaic equals the whole-image prediction whatever the tiling's
-overlap; a tile off the ``2**depth`` pooling grid (the shifted last row/column) is cropped on its
+overlap; :func:`group_cores` first merges neighbouring cores into blocks, so that margin is a small
+share of each (large) window; a tile off the ``2**depth`` pooling grid (the shifted last row/column) is cropped on its
 leading side onto the grid (:func:`plan_tile`), otherwise the pooling sees other pixel groups than
 in the whole image.
 
@@ -73,6 +74,35 @@ def input_shape(tiles, align: int) -> tuple[int, int]:
     h = max(t["height"] for t in tiles)
     w = max(t["width"] for t in tiles)
     return math.ceil(h / align) * align, math.ceil(w / align) * align
+
+
+def _runs(cores: list[tuple[int, int]], max_extent: int) -> list[tuple[int, int]]:
+    """Consecutive (offset, size) cores of one axis merged greedily into runs of at most
+    ``max_extent`` pixels (a core larger than that stays alone)."""
+    out: list[list[int]] = []
+    for off, size in sorted(cores):
+        if out and off == out[-1][0] + out[-1][1] and out[-1][1] + size <= max_extent:
+            out[-1][1] += size
+        else:
+            out.append([off, size])
+    return [(a, b) for a, b in out]
+
+
+def group_cores(tiles, max_core: int) -> list[dict]:
+    """Tile cores merged into rectangular blocks of neighbouring cores, at most ``max_core``
+    pixels a side: one model window then serves many cores, so the receptive margin that every
+    window needs around its core is a small share of the computation. Cores form a grid (one
+    partition per axis); anything else is returned as it is."""
+    xs = sorted({(t["core_col_off"], t["core_width"]) for t in tiles})
+    ys = sorted({(t["core_row_off"], t["core_height"]) for t in tiles})
+    if len(xs) * len(ys) != len(tiles) or max_core <= 0:
+        return list(tiles)
+    gx, gy = _runs(xs, max_core), _runs(ys, max_core)
+    if len(gx) == len(xs) and len(gy) == len(ys):
+        return list(tiles)
+    return [{"tile_id": f"block_{cx}_{cy}", "col_off": cx, "row_off": cy, "width": w, "height": h,
+             "core_col_off": cx, "core_row_off": cy, "core_width": w, "core_height": h}
+            for cy, h in gy for cx, w in gx]
 
 
 def context_windows(tiles, width: int, height: int, context: int, align: int) -> list[dict]:

@@ -33,8 +33,9 @@ from rasterio.windows import Window
 from footprints.errors import InputError
 from footprints.geo import as_affine
 from footprints.raster import open_raster, read_array
-from footprints.stitch import context_windows, output_profile, pad_to, predict_tiles
+from footprints.stitch import context_windows, group_cores, output_profile, pad_to, predict_tiles
 from footprints.tiling import read_tile_index, tile_grid
+from models.engines import engine_fn, resolve_engine
 from models.hardware import jit_setting, resolve_precision
 from models.io import load_model
 from models.unet import inference_model, model_info, receptive_margin
@@ -42,19 +43,29 @@ from models.unet import inference_model, model_info, receptive_margin
 log = logging.getLogger(__name__)
 
 
-def load_predictor(model_path, precision: str = "auto"):
+def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
     """(predict_fn, info) for a footprints ``.keras`` file: BatchNorm folded into the convs,
-    the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it)."""
+    the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it), run by
+    ``engine`` (:mod:`models.engines`; ``info["engine"]`` says which one runs)."""
     model = load_model(model_path)
     info = model_info(model)
     policy = resolve_precision(precision)
     fast = inference_model(model, policy)
     if jit_setting() is False:
         fast.jit_compile = False
-    info = {**info, "precision": policy}
+    chosen = resolve_engine(engine, policy)
+    fn = None
+    if chosen != "keras":
+        try:
+            fn = engine_fn(chosen, fast, model_path)
+        except (ImportError, OSError, RuntimeError, ValueError, TypeError) as e:
+            log.warning("%s: the %s engine cannot run this model (%s: %s); using Keras instead",
+                        model_path, chosen, type(e).__name__, str(e)[:300])
+            chosen = "keras"
+    info = {**info, "precision": policy, "engine": chosen}
 
     def predict_fn(x):
-        return np.asarray(fast.predict_on_batch(x))
+        return np.asarray(fn(x) if fn is not None else fast.predict_on_batch(x))
 
     predict_fn.model = fast
     return predict_fn, info
@@ -103,15 +114,34 @@ def check_bands(image_bands: int, info: dict, where) -> None:
         raise InputError(where, f"the image has {image_bands} bands, the model was trained on {want}")
 
 
+# the pixel budget of one inference batch: [predict] batch_size counts windows of this many pixels
+BATCH_UNIT_PX = 512 * 512
+
+
+def plan_windows(tiles, width: int, height: int, context: int, align: int, window: int, batch_size: int):
+    """Context windows for ``tiles`` (``[predict] context`` > 0): neighbouring cores are merged
+    into blocks so that each window is at most about ``window`` pixels a side (0: one window per
+    tile core), and the batch shrinks so that batch x window area stays ``batch_size`` x 512².
+    Returns ``(windows, batch size)``; the output is the same whatever ``window`` is."""
+    if window > 0:
+        max_core = (window - 2 * context) // align * align
+        tiles = group_cores(tiles, max_core)
+    wins = context_windows(tiles, width, height, context, align)
+    area = max(w["width"] * w["height"] for w in wins)
+    return wins, max(1, min(batch_size, batch_size * BATCH_UNIT_PX // area))
+
+
 def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 8,
                   precision: str = "auto", compress: str = "zstd", progress=None, predictor=None,
-                  context: int | str = 0, source=None) -> dict:
+                  context: int | str = 0, source=None, window: int = 0, engine: str = "keras") -> dict:
     """PredictImage's work: the tiles of ``index_path`` (TileImage's index.json) through a model
     file (or, with ``mask_index_path``, the oracle: the mask tiles) into ``out_path``.
 
     ``context``: 0 predicts each tile file as it is (its core keeps overlap/2 pixels of context);
     N > 0 or ``"auto"`` (the network's receptive margin, exact) reads each core plus N pixels
     around it from the source image (``source``, default the index's ``source``) instead.
+    ``window``: with context, merge neighbouring cores into windows of about this many pixels a
+    side (:func:`plan_windows`; 0: one window per tile).
     ``predictor``: an already loaded ``(predict_fn, info)`` (benchmarks)."""
     tpath = Path(index_path)
     index = read_tile_index(tpath)
@@ -123,7 +153,7 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
         align, pad, nodata = 1, 0.0, None
         tags = {"model": "oracle", "masks": str(Path(mask_index_path))}
     else:
-        predict_fn, info = predictor or load_predictor(model_path, precision)
+        predict_fn, info = predictor or load_predictor(model_path, precision, engine)
         check_bands(index["count"], info, tpath)
         names = info["classes"]
         align = 2 ** info["arch"]["depth"]
@@ -132,7 +162,7 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
         def read_fn(t):
             return read_array(tpath.parent / t["path"])
 
-        tags = {"model": str(model_path), "precision": info["precision"]}
+        tags = {"model": str(model_path), "precision": info["precision"], "engine": info["engine"]}
         if context == "auto":
             context = receptive_margin(info["arch"]["depth"])
             if (index.get("overlap", 0) // 2 - (align - 1) >= context and index.get("tile_size", 1) % align == 0):
@@ -141,7 +171,8 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
             source = source or index.get("source")
             if not source:
                 raise InputError(tpath, "[predict] context needs the source image, which the index does not name")
-            tiles = context_windows(tiles, index["width"], index["height"], int(context), align)
+            tiles, batch_size = plan_windows(tiles, index["width"], index["height"], int(context), align, window,
+                                             batch_size)
             return _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names,
                                         batch_size, compress, progress, {**tags, "context": str(context)},
                                         (index["width"], index["height"], index["count"]))
@@ -170,11 +201,12 @@ def window_tiles(width: int, height: int, tile_size: int, overlap: int) -> list[
 
 
 def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int, context: int | str = "auto",
-                 batch_size: int = 8, precision: str = "auto", compress: str = "zstd", progress=None) -> dict:
+                 batch_size: int = 8, precision: str = "auto", compress: str = "zstd", progress=None,
+                 window: int = 0, engine: str = "keras") -> dict:
     """Inference only: a trained model file on a GeoTIFF, windows read straight from it (the
     ``Predict`` task's work). The grid is ``tile_size``/``overlap``; ``context`` as in
     :func:`predict_image`."""
-    predict_fn, info = load_predictor(model_file, precision)
+    predict_fn, info = load_predictor(model_file, precision, engine)
     with open_raster(image_path) as src:
         check_bands(src.count, info, image_path)
         if src.dtypes[0] != info.get("data", {}).get("dtype", src.dtypes[0]):
@@ -185,7 +217,7 @@ def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int,
         if context == "auto":
             context = receptive_margin(info["arch"]["depth"])
         if context > 0:
-            tiles = context_windows(tiles, src.width, src.height, context, align)
+            tiles, batch_size = plan_windows(tiles, src.width, src.height, context, align, window, batch_size)
         meta = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
         read_fn = lambda t: np.moveaxis(  # noqa: E731 - one reader thread uses src
             src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)

@@ -222,3 +222,20 @@ def inference_model(model: keras.Model, dtype_policy: str | None = None) -> kera
         elif layer.weights:
             layer.set_weights(src.get_weights())
     return new
+
+
+def conv_flops(model: keras.Model, height: int, width: int) -> int:
+    """Floating-point operations of one forward pass of a ``height`` x ``width`` window, counted
+    from the convolutions (2 per multiply-add; bias, activations, pooling and upsampling, which
+    are a few percent, are left out). The network is rebuilt with that fixed input size so every
+    layer's output shape is known."""
+    bands = model.inputs[0].shape[-1]
+    fixed = keras.models.clone_model(model, input_tensors=keras.Input((height, width, bands)))
+    total = 0
+    for layer in fixed.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, h, w, cout = layer.output.shape
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            total += 2 * h * w * kh * kw * cin * cout
+    return int(total)

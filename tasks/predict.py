@@ -67,7 +67,8 @@ class PredictImage(luigi.Task):
             stats = predict_image(inputs["tiles"].path, tmp, model_path=inputs["model"].path if "model" in inputs else None,
                                   mask_index_path=inputs["masks"].path if "masks" in inputs else None,
                                   batch_size=cfg.batch_size, precision=cfg.precision, compress=cfg.compress,
-                                  progress=_progress(self, self.image), context=config.predict_context())
+                                  progress=_progress(self, self.image), context=config.predict_context(),
+                                  window=cfg.window, engine=cfg.engine)
         self.set_status_message(f"{stats['tiles']} tiles in {stats['seconds']:.1f} s "
                                 f"({stats['tiles'] / max(stats['seconds'], 1e-9):.2f} tiles/s)")
 
@@ -118,4 +119,5 @@ class Predict(luigi.Task):
         with self.output().temporary_path() as tmp:  # creates the directory
             predict_file(self.model_file, self.image_path, tmp, ts, ov, context=config.predict_context(),
                          batch_size=cfg.batch_size, precision=cfg.precision, compress=cfg.compress,
-                         progress=_progress(self, Path(self.image_path).name))
+                         progress=_progress(self, Path(self.image_path).name), window=cfg.window,
+                         engine=cfg.engine)

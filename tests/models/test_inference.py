@@ -107,3 +107,28 @@ def test_context_windows_make_any_tiling_exact(w, h, tile, overlap):
 @functools.lru_cache(maxsize=None)
 def _net2():
     return _net(2, seed=3)  # one model for all hypothesis examples (no retracing)
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(33, 140), st.integers(33, 140), st.sampled_from([32, 48]), st.integers(0, 15),
+       st.sampled_from([64, 96, 160]))
+def test_grouped_context_windows_are_exact_and_fewer(w, h, tile, overlap, window):
+    """[predict] window: neighbouring cores predicted together in one window give the same
+    mosaic as the whole image, with fewer (larger) windows."""
+    from models.inference import plan_windows
+
+    depth = 2
+    fn, align, pad = _net2(), 4, [100.0] * 3
+    img = _scene(h, w, seed=w * h + 1)
+    whole = predict_whole(fn, img, align, pad)
+    tiles = window_tiles(w, h, tile, overlap)
+    margin = models.receptive_margin(depth)
+    wins, batch = plan_windows(tiles, w, h, margin, align, window, 8)
+    per_tile, _ = plan_windows(tiles, w, h, margin, align, 0, 8)
+    assert len(wins) <= len(per_tile) and batch >= 1
+    covered = sum(t["core_width"] * t["core_height"] for t in wins)
+    assert covered == w * h  # the merged cores still partition the image
+    with tempfile.TemporaryDirectory() as d:
+        got, stats = _tiled(Path(d), "grp", img, fn, wins, align, pad)
+    assert stats["misaligned"] == 0
+    assert np.abs(got - whole).max() <= 1e-5

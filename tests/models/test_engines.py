@@ -1,0 +1,58 @@
+"""Other inference engines on the same weights: same outputs, and a clean fallback to Keras."""
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import pytest
+
+import models
+from models import engines
+from models.inference import load_predictor
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    keras.backend.clear_session()
+    net = models.build_unet(3, 3, depth=2, base_filters=4, seed=5, mean=[100] * 3, std=[30] * 3)
+    path = tmp_path / "model.keras"
+    models.save_model_atomic(net, path)
+    yield path
+    keras.backend.clear_session()
+
+
+def _x():
+    return (np.random.default_rng(0).random((2, 64, 96, 3)) * 255).astype(np.float32)
+
+
+def test_auto_is_keras_outside_float32_cpu():
+    assert engines.resolve_engine("keras", "float32") == "keras"
+    assert engines.resolve_engine("auto", "mixed_bfloat16") == "keras"
+    with pytest.raises(ValueError, match="engine must be one of"):
+        engines.resolve_engine("tensorrt", "float32")
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_engines_agree_with_keras(model_file, engine):
+    if engine not in engines.available_engines():
+        pytest.fail(f"{engine} is not installed; scripts/setup.sh installs it")
+    ref_fn, ref_info = load_predictor(model_file, "float32", engine="keras")
+    fn, info = load_predictor(model_file, "float32", engine=engine)
+    assert info["engine"] == engine and ref_info["engine"] == "keras"
+    x = _x()
+    np.testing.assert_allclose(fn(x), ref_fn(x), atol=1e-4)
+    # the export is cached beside the model, keyed by the model file's content
+    assert len(list(model_file.parent.glob("model.*.onnx"))) == 1
+
+
+def test_an_engine_that_cannot_load_falls_back_to_keras(model_file, monkeypatch, caplog):
+    def broken(engine, model, path):
+        raise RuntimeError("unsupported operator Foo")
+
+    monkeypatch.setattr("models.inference.engine_fn", broken)
+    with caplog.at_level(logging.WARNING):
+        fn, info = load_predictor(model_file, "float32", engine="onnxruntime")
+    assert info["engine"] == "keras"
+    assert "onnxruntime engine cannot run this model" in caplog.text and "unsupported operator Foo" in caplog.text
+    assert fn(_x()).shape == (2, 64, 96, 3)
