@@ -15,6 +15,7 @@ unexpected.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Callable
 
@@ -31,12 +32,18 @@ def _add_evaluate(sub) -> None:
             "confidence, a match needs IoU > --iou; TP/FP/FN per image, summed per AOI "
             "(ImageId without its trailing _imgN) and in total. T and P are each a SpaceNet CSV "
             "(ImageId,BuildingId,PolygonWKT_Pix[,...][,Confidence]), a GeoJSON FeatureCollection, "
-            "or a directory of GeoJSON files matched by file name. Prints the result as JSON."
+            "or a directory of GeoJSON files matched by file name. Prints the result as JSON. "
+            "With --scot: the SCOT metric of image series (solaris' SpaceNet 7 metric); T and P are "
+            "directories with one folder per AOI and one GeoJSON per date (the file stem, in time "
+            "order), building ids in an 'id' or 'Id' property."
         ),
     )
     p.add_argument("--truth", required=True, metavar="T", help="ground truth: CSV, GeoJSON or directory")
     p.add_argument("--proposals", required=True, metavar="P", help="proposals: CSV, GeoJSON or directory")
-    p.add_argument("--iou", type=float, default=0.5, help="a match needs IoU > this (default 0.5)")
+    p.add_argument("--iou", type=float, default=None, help="a match needs IoU > this (default 0.5; 0.25 with --scot)")
+    p.add_argument("--scot", action="store_true",
+                   help="SCOT (tracking and change F-beta of image series) instead of the SpaceNet F1")
+    p.add_argument("--beta", type=float, default=None, help="with --scot: the F-beta weight of tracking over change (default 2: tracking counts more)")
     p.add_argument("--min-area", type=float, default=None, metavar="A",
                    help="ground truth kept if area >= A, proposals if area > A, in the files' units "
                         "(default: 20 on SpaceNet CSV truth, 0 on GeoJSON)")
@@ -47,10 +54,15 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
+    if args.scot:
+        return _run_scot(args)
+    if args.beta is not None:
+        raise InputError("--beta applies to --scot only")
     from footprints import evalio as ev  # noqa: PLC0415 - heavy (pandas, shapely): `footprints --help` stays fast
 
     problems: list = []
-    result = ev.evaluate_files(args.truth, args.proposals, iou=args.iou, min_area=args.min_area,
+    iou = 0.5 if args.iou is None else args.iou
+    result = ev.evaluate_files(args.truth, args.proposals, iou=iou, min_area=args.min_area,
                                problems=problems)
     if problems and not args.quiet:
         shown = problems[:50]
@@ -62,6 +74,25 @@ def _run_evaluate(args) -> int:
     text = ev.result_json(result)
     if args.out or args.per_image_csv:
         ev.write_report(result, args.out, args.per_image_csv)
+    sys.stdout.write(text)
+    return 0
+
+
+def _run_scot(args) -> int:
+    """``evaluate --scot``: SCOT of two directories of AOI folders, as JSON."""
+    from footprints import atomic, scot, scotio  # noqa: PLC0415 - heavy (shapely, scipy): `footprints --help` stays fast
+
+    if args.min_area is not None or args.per_image_csv:
+        raise InputError("--min-area and --per-image-csv apply to the SpaceNet F1, not to --scot")
+    result = scotio.scot_dirs(args.truth, args.proposals,
+                              iou=scot.DEFAULT_IOU if args.iou is None else args.iou,
+                              beta=scot.DEFAULT_BETA if args.beta is None else args.beta)
+    if "skipped" in result and not args.quiet:
+        for aoi, why in result["skipped"].items():
+            print(f"footprints evaluate: warning: AOI {aoi} not scored: {why}", file=sys.stderr)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        atomic.write_text(args.out, text)
     sys.stdout.write(text)
     return 0
 

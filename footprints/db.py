@@ -9,9 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 from psycopg2 import sql as psql
 from pyproj import CRS
+
+from footprints.errors import DatabaseSetupError
 
 
 def sql_dir() -> Path:
@@ -69,11 +72,48 @@ def load_sql(name: str) -> str:
     return (sql_dir() / f"{name}.sql").read_text()
 
 
-def ensure_schema(conn) -> None:
-    """Create the tables if missing (idempotent, serialised with an advisory lock)."""
+def check_database(conn) -> None:
+    """Raise :class:`DatabaseSetupError`, saying what to run, when the database lacks the
+    ``postgis`` extension or the role cannot create tables where they go (the first schema of
+    the search path, normally ``public``: PostgreSQL 15 no longer lets every role create there,
+    so a database made by another role refuses with a bare ``permission denied for schema
+    public``)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('footprints.schema'))")
-        cur.execute(load_sql("schema"))
+        cur.execute(load_sql("database_check"))
+        role, dbname, schema, can_create, has_postgis = cur.fetchone()
+    where = f"database {dbname!r} as role {role!r}"
+    problems = []
+    if not has_postgis:
+        problems.append(f"the postgis extension is not installed: a superuser must run "
+                        f"`psql -d {dbname} -c 'CREATE EXTENSION postgis'` (or run `make setup`)")
+    if schema is None:
+        problems.append(f"no schema of the search path exists: as the database owner run "
+                        f"`CREATE SCHEMA public; GRANT CREATE ON SCHEMA public TO {role}` (or run `make setup`)")
+    elif not can_create:
+        problems.append(f"the role cannot create tables in schema {schema!r} (PostgreSQL 15+ revokes CREATE "
+                        f"on public from ordinary roles): as the database owner or a superuser run "
+                        f"`GRANT CREATE ON SCHEMA {schema} TO {role}`, or run `make setup` to make a "
+                        f"database owned by {role}")
+    if problems:
+        conn.rollback()
+        raise DatabaseSetupError(f"{where}: " + "; and ".join(problems))
+
+
+def ensure_schema(conn) -> None:
+    """Check the database (:func:`check_database`), then create the tables if missing
+    (idempotent, serialised with an advisory lock)."""
+    check_database(conn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('footprints.schema'))")
+            cur.execute(load_sql("schema"))
+    except psycopg2.errors.InsufficientPrivilege as e:  # e.g. tables owned by another role
+        conn.rollback()
+        p = conn.get_dsn_parameters()
+        raise DatabaseSetupError(
+            f"database {p.get('dbname')!r} as role {p.get('user')!r}: {str(e).strip().splitlines()[0]} -- "
+            f"the footprints tables belong to another role: have their owner run "
+            f"`ALTER TABLE ... OWNER TO {p.get('user')}`, or use a database made by `make setup`") from e
     conn.commit()
 
 

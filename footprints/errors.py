@@ -1,4 +1,5 @@
-"""The one error vocabulary for bad input: each error names the file and the problem."""
+"""The one error vocabulary for bad input: each error names the file and the problem; and the
+one for a database the pipeline cannot use, which says what to run."""
 from __future__ import annotations
 
 
@@ -15,3 +16,8 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class DatabaseSetupError(RuntimeError):
+    """The PostGIS database is reachable but not usable as it is (no ``postgis`` extension, no
+    right to create tables). The message is one line: the database, the problem, what to run."""

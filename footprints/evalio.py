@@ -27,7 +27,7 @@ from footprints.spacenet import DEFAULT_IOU, SPACENET_MIN_AREA, evaluate_frames,
 
 __all__ = [
     "Problem", "read_spacenet_csv", "read_geojson", "geojson_files", "read_geojson_dir", "input_format",
-    "read_footprints", "default_min_area", "evaluate_files", "result_json", "write_report", "split_block",
+    "read_footprints", "default_min_area", "pair_images", "evaluate_files", "result_json", "write_report", "split_block",
 ]
 
 
@@ -198,9 +198,16 @@ def read_geojson(path, role: str = "proposals", image_id: str | None = None):
 
 
 def geojson_files(directory) -> dict[str, Path]:
-    """``{file stem: path}`` for the GeoJSON files of a directory (not recursive)."""
+    """``{file stem: path}`` for the GeoJSON files of a directory (not recursive). Two files of
+    one stem (``a.geojson`` and ``a.json``) would be one image: an :class:`InputError` naming both."""
     d = Path(directory)
-    return {f.stem: f for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in geojson.SUFFIXES}
+    out: dict[str, Path] = {}
+    for f in sorted(d.iterdir()):
+        if f.is_file() and f.suffix.lower() in geojson.SUFFIXES:
+            if f.stem in out:
+                raise InputError(f, f"same image name {f.stem!r} as {out[f.stem]}: rename or remove one of them")
+            out[f.stem] = f
+    return out
 
 
 def read_geojson_dir(directory, role: str = "proposals"):
@@ -261,22 +268,60 @@ def default_min_area(truth_format: str) -> float:
     return SPACENET_MIN_AREA if truth_format == "csv" else 0.0
 
 
+def _ids(frame: pd.DataFrame) -> list[str]:
+    return sorted({str(i) for i in frame["image_id"]})
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in names[:n])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > n else "") if names else "none"
+
+
+def pair_images(t_df: pd.DataFrame, p_df: pd.DataFrame, t_fmt: str, p_fmt: str, truth="truth",
+                proposals="proposals") -> tuple[pd.DataFrame, str]:
+    """Decide which truth image each proposal belongs to. Returns ``(proposals frame, how)``.
+
+    * Images with common ids (CSV ImageIds, GeoJSON ``ImageId`` properties, directory file
+      stems) are matched by id; that is all a directory pairing ever does.
+    * Two single files (GeoJSON, or CSV) whose ids have nothing in common, each holding one
+      image, are one image: the proposals take the truth's id (``gt.geojson`` against
+      ``pred.geojson`` scores the one scene, not two scenes of all misses and all false positives).
+    * Any other pairing with no common image (directories, or files of several images each)
+      is an :class:`InputError` listing a few names of each side, never a silent F1 of 0.
+      An empty side (no proposals at all) is not an error.
+    """
+    t_ids, p_ids = _ids(t_df), _ids(p_df)
+    if not t_ids or not p_ids or set(t_ids) & set(p_ids):
+        return p_df, "by image id"
+    if "dir" not in (t_fmt, p_fmt) and len(t_ids) == 1 and len(p_ids) == 1:
+        p_df = p_df.copy()
+        p_df["image_id"] = t_ids[0]
+        return p_df, f"two single files: one image {t_ids[0]!r}"
+    rule = "file names" if "dir" in (t_fmt, p_fmt) else "image ids"
+    raise InputError(f"truth {truth} and proposals {proposals} have no image in common (matched by {rule}): "
+                     f"truth has {_few(t_ids)}; proposals have {_few(p_ids)}")
+
+
 def evaluate_files(truth, proposals, iou: float = DEFAULT_IOU, min_area: float | None = None,
                    problems: list | None = None) -> dict:
     """The SpaceNet metric on two inputs (SpaceNet CSV, GeoJSON file or directory of GeoJSON).
 
     ``min_area`` None means :func:`default_min_area` of the truth's format. Row-level problems
     of either file are appended to ``problems`` (if given) and listed under the result's
-    ``"problems"`` key (present only when there are any). Raises :class:`InputError`
-    for inputs that cannot be evaluated at all.
+    ``"problems"`` key (present only when there are any). How images were paired
+    (:func:`pair_images`) is under ``"pairing"``, the area filter used under ``"min_area"``.
+    Raises :class:`InputError` for inputs that cannot be evaluated at all.
     """
     if not 0.0 <= float(iou) < 1.0:
         raise InputError(f"IoU threshold must be in [0, 1), got {iou}")
     t_df, t_prob, t_fmt = read_footprints(truth, role="truth")
-    p_df, p_prob, _ = read_footprints(proposals, role="proposals")
+    p_df, p_prob, p_fmt = read_footprints(proposals, role="proposals")
+    p_df, pairing = pair_images(t_df, p_df, t_fmt, p_fmt, truth, proposals)
     if min_area is None:
         min_area = default_min_area(t_fmt)
     result = evaluate_frames(t_df, p_df, iou=iou, min_area=float(min_area), aoi_of=aoi_of_image_id)
+    result["pairing"] = pairing
+    result["min_area"] = float(min_area)
     found = t_prob + p_prob
     if problems is not None:
         problems.extend(found)

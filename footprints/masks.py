@@ -22,6 +22,7 @@ from rasterio import features
 from rasterio.enums import MergeAlg
 
 from footprints.db import load_sql
+from footprints.errors import InputError
 from footprints.geo import footprint_4326, pixel_size, window_polygon
 
 # ---------------------------------------------------------------- rasterizing
@@ -171,3 +172,29 @@ def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin:
             sel = label_srids == s
             geoms[sel] = to_image_crs(geoms[sel], int(s), srid)
     return assign_to_tiles(geoms, transform, tile_ids, col_offs, row_offs, tw, th, m + 1)
+
+
+def source_extent(conn, source: str) -> tuple[int, tuple | None]:
+    """``(number of labels, (lon0, lat0, lon1, lat1) or None)`` of a label source in PostGIS."""
+    with conn.cursor() as cur:
+        cur.execute(load_sql("labels_extent"), {"source": source})
+        n, *box = cur.fetchone()
+    return int(n), (tuple(box) if n else None)
+
+
+def check_labels_inside(conn, image: str, source: str, path, own_file: bool, image_4326) -> str | None:
+    """After :func:`query_tile_labels` found no label of ``source`` inside ``image``: an
+    image-specific label file (``own_file``) that has labels, all elsewhere, is an
+    :class:`InputError` naming it (a wrong CRS, or the labels of another scene); a label file
+    shared by many images, or one with no labels at all (valid: no buildings), gives the
+    warning text to log instead (None when the file is simply empty)."""
+    n, box = source_extent(conn, source)
+    if n == 0:
+        return None
+    where = (f"none of its {n} labels (lon {box[0]:.5f}..{box[2]:.5f}, lat {box[1]:.5f}..{box[3]:.5f}) fall "
+             f"inside image {image} (lon {image_4326[0]:.5f}..{image_4326[2]:.5f}, "
+             f"lat {image_4326[1]:.5f}..{image_4326[3]:.5f})")
+    if own_file:
+        raise InputError(path, f"{where}: the labels of another scene, or a wrong CRS "
+                               f"(check the crs member or [data] label_crs)")
+    return f"{path}: {where}; its masks are empty"

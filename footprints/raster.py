@@ -6,12 +6,22 @@ import os
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio.windows import Window
 
 from footprints.errors import InputError
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
 
 def open_raster(path) -> rasterio.DatasetReader:
-    """Open a raster for tiling, with errors that name the file."""
+    """Open a raster for tiling, with one-line errors that name the file: missing, empty,
+    not a raster, another format under a ``.tif`` name (a PNG renamed), no CRS, no
+    geotransform, truncated (its last block cannot be read). Any band count and any
+    numeric dtype is accepted (training normalises each band by its statistics)."""
     path = str(path)
     if not os.path.exists(path):
         raise InputError(path, "file does not exist")
@@ -20,14 +30,29 @@ def open_raster(path) -> rasterio.DatasetReader:
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as e:
-        raise InputError(path, f"not a readable raster: {e}") from None
-    if src.crs is None:
+        raise InputError(path, f"not a readable raster: {_first_line(e)}") from None
+    try:
+        check_raster(src, path)
+    except InputError:
         src.close()
+        raise
+    return src
+
+
+def check_raster(src, path) -> None:
+    """The checks of :func:`open_raster` on an open dataset (``InputError`` naming ``path``)."""
+    if str(path).lower().endswith(TIFF_SUFFIXES) and src.driver != "GTiff":
+        raise InputError(path, f"is a {src.driver} file, not a GeoTIFF, though named .tif; convert it "
+                               f"(gdal_translate -of GTiff, with -a_srs and -a_ullr to georeference it)")
+    if src.crs is None:
         raise InputError(path, "raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:32616) before tiling")
     if src.transform == Affine.identity() and not src.gcps[0]:
-        src.close()
-        raise InputError(path, "raster has no geotransform (pixel coordinates only)")
-    return src
+        raise InputError(path, "raster has no geotransform (pixel coordinates only); "
+                               "georeference it (e.g. gdal_edit.py -a_ullr) before tiling")
+    try:  # a truncated file loses its tail: the last block of the last band
+        src.read(src.count, window=Window(src.width - 1, src.height - 1, 1, 1))
+    except rasterio.errors.RasterioError as e:
+        raise InputError(path, f"truncated or corrupt: cannot read its last block ({_first_line(e)})") from None
 
 
 def raster_meta(src) -> dict:

@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from footprints import geojson
 from footprints.db import load_sql, srid_for_crs
+from footprints.errors import InputError
 from footprints.geo import footprint_4326, window_polygon, window_transform
 
 # ---------------------------------------------------------------- the grid
@@ -142,30 +143,50 @@ def _column_chunks(specs: list[TileSpec], bytes_per_col: int) -> list[list[TileS
     return chunks
 
 
-def _write_tile_rows(args) -> int:
-    """Worker: write every tile of the given tile rows. Reads one strip per chunk of tiles."""
+def _has_data(arr: np.ndarray, nodata) -> bool:
+    """Whether any pixel of ``arr`` differs from ``nodata`` (None: every pixel is data)."""
+    if nodata is None:
+        return True
+    if np.isnan(nodata):
+        return bool((~np.isnan(arr)).any())
+    return bool((arr != nodata).any())
+
+
+def _write_tile_rows(args) -> tuple[int, bool]:
+    """Worker: write every tile of the given tile rows. Reads one strip per chunk of tiles.
+    Returns (tiles written, whether any pixel is not nodata)."""
     src_path, out_dir, rows, compress = args
-    n = 0
+    n, has_data = 0, False
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES), rasterio.open(src_path) as src:
         prof = src.profile
+        nodata = src.nodata
         bytes_per_col = src.count * np.dtype(src.dtypes[0]).itemsize
         for row in rows:
             bytes_per_col_strip = bytes_per_col * row[0].height
             for chunk in _column_chunks(row, bytes_per_col_strip):
                 c0 = chunk[0].col_off
                 c1 = max(s.col_off + s.width for s in chunk)
-                strip = src.read(window=Window(c0, chunk[0].row_off, c1 - c0, chunk[0].height))
+                win = Window(c0, chunk[0].row_off, c1 - c0, chunk[0].height)
+                try:
+                    strip = src.read(window=win)
+                except rasterio.errors.RasterioError as e:
+                    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise InputError(src_path, f"corrupt: cannot read pixels {c0}..{c1} x {win.row_off}.."
+                                               f"{win.row_off + win.height} ({msg})") from None
+                has_data = has_data or _has_data(strip, nodata)
                 for s in chunk:
                     arr = strip[:, :, s.col_off - c0 : s.col_off - c0 + s.width]
                     with rasterio.open(Path(out_dir) / f"{s.tile_id}.tif", "w", **tile_profile(prof, s, src.transform, compress)) as dst:
                         dst.write(arr)
                     n += 1
-    return n
+    return n, has_data
 
 
 def write_tiles(src_path, out_dir, specs: list[TileSpec], compress: str = "zstd", workers: int = 1, progress=None) -> int:
     """Write ``specs`` as GeoTIFFs ``<tile_id>.tif`` into ``out_dir``; memory stays bounded
-    by one strip (tile height x at most 16 MiB of columns) and a 16 MiB GDAL cache per worker."""
+    by one strip (tile height x at most 16 MiB of columns) and a 16 MiB GDAL cache per worker.
+    A raster whose every pixel is its nodata value, or whose pixels cannot be read, is an
+    :class:`InputError` naming it (the caller's temporary directory is then discarded)."""
     rows: dict[int, list[TileSpec]] = {}
     for s in specs:
         rows.setdefault(s.row_off, []).append(s)
@@ -173,18 +194,23 @@ def write_tiles(src_path, out_dir, specs: list[TileSpec], compress: str = "zstd"
     # jobs of a few tile rows each, handed out in order
     per_job = max(1, len(row_list) // max(1, workers * 8))
     jobs = [(str(src_path), str(out_dir), row_list[i : i + per_job], compress) for i in range(0, len(row_list), per_job)]
-    done = 0
+    done, has_data = 0, False
     if workers <= 1 or len(jobs) == 1:
-        for j in jobs:
-            done += _write_tile_rows(j)
+        results = map(_write_tile_rows, jobs)
+        for n, data in results:
+            done, has_data = done + n, has_data or data
             if progress:
                 progress(done, len(specs))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
-            for n in ex.map(_write_tile_rows, jobs):
-                done += n
+            for n, data in ex.map(_write_tile_rows, jobs):
+                done, has_data = done + n, has_data or data
                 if progress:
                     progress(done, len(specs))
+    if specs and not has_data:
+        with rasterio.open(src_path) as src:
+            nodata = src.nodata
+        raise InputError(src_path, f"every pixel is nodata ({nodata:g}): no imagery to find buildings in")
     return done
 
 

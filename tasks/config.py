@@ -160,10 +160,13 @@ class predict(luigi.Config):
 
     context = luigi.Parameter(default="auto", description="auto, or pixels of context around each tile core; 0: the tiles as they are")
 
-    batch_size = luigi.IntParameter(default=8, significant=False, description="tiles per inference batch (memory ~ batch x window²)")
+    window = luigi.IntParameter(default=2048, significant=False, description="with context: neighbouring tile cores are predicted together in windows of about this many pixels a side, so the context margin is a small share of the work (same output whatever the value; memory ~ window²); 0: one window per tile")
+    batch_size = luigi.IntParameter(default=8, significant=False, description="inference batch, in 512² windows (a larger window counts as several; memory ~ batch x 512²)")
     precision = luigi.ChoiceParameter(
         default="auto", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], significant=False)
     compress = luigi.ChoiceParameter(default="zstd", choices=["zstd", "deflate", "lzw", "none"], significant=False)
+    engine = luigi.ChoiceParameter(default="auto", choices=["auto", "keras", "onnxruntime", "openvino"], significant=False,
+                                   description="CPU inference engine for the same weights (models/engines.py); auto: ONNX Runtime on CPU-only float32 hosts when installed, else Keras")
 
 
 def train_params() -> TrainParams:

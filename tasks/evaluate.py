@@ -20,6 +20,7 @@ from footprints.labels import source_name
 from footprints.outputs import read_buildings, read_truth
 from footprints.spacenet import DEFAULT_IOU, evaluate_frames, make_frame
 from footprints.tiling import read_tile_index
+from tasks.config import polygonize
 from tasks.keys import outputs_dir, run_key
 from tasks.labels import LoadLabels
 from tasks.outputs import WriteRunOutputs
@@ -36,20 +37,22 @@ class Evaluate(luigi.Task):
 
     Per image, per AOI and in total, plus per split (train/val/test) so the headline is the
     test split's F1. Writes ``<workdir>/outputs/<run>/metrics.json`` and ``per_image.csv``.
-    Polygons are compared in each image's CRS; IoU is unit-free, so no area filter applies
-    (the GeoJSON rule) unless ``min_area`` (m²) is set.
+    Polygons are compared in each image's CRS. SpaceNet's rule filters truth and proposals by
+    the same minimum area: by default the run's ``[polygonize] min_area_m2`` (Polygonize drops
+    smaller buildings, so truth below it could only be missed); ``min_area`` (m²) overrides it.
+    The value used is recorded in metrics.json as ``min_area_m2``.
     """
 
     images = luigi.ListParameter(description="image ids to evaluate")
     iou = luigi.FloatParameter(default=DEFAULT_IOU)
-    min_area = luigi.FloatParameter(default=0.0, description="m²")
+    min_area = luigi.OptionalFloatParameter(default=None, description="m²; default: [polygonize] min_area_m2")
 
     def requires(self):
         return {"outputs": WriteRunOutputs(images=list(self.images)),
                 "labels": [LoadLabels(path=str(label_path(i))) for i in self.images if label_path(i)]}
 
     def output(self):
-        tag = "" if (self.iou, self.min_area) == (DEFAULT_IOU, 0.0) else f"_iou{self.iou:g}_min{self.min_area:g}"
+        tag = "" if (self.iou, self.min_area) == (DEFAULT_IOU, None) else f"_iou{self.iou:g}_min{self.min_area_m2():g}"
         d = outputs_dir()
         return {"metrics": luigi.LocalTarget(str(d / f"metrics{tag}.json")),
                 "per_image": luigi.LocalTarget(str(d / f"per_image{tag}.csv"))}
@@ -73,16 +76,23 @@ class Evaluate(luigi.Task):
                     p_geoms.append(b["geom"])
                     p_conf.append(b["score"])
                 report(self, int(80 * (n + 1) / len(self.images)), f"{image}: {len(truth)} labels")
+        min_area = self.min_area_m2()
         result = evaluate_frames(make_frame(t_ids, t_geoms), make_frame(p_ids, p_geoms, p_conf),
-                                 iou=self.iou, min_area=self.min_area, aoi_of=lambda i: i)
+                                 iou=self.iou, min_area=min_area, aoi_of=lambda i: i)
         result["splits"] = {name: split_block(result, imgs) for name, imgs in self._splits().items() if imgs}
         result["splits"]["all"] = split_block(result, self.images)
         result["run"] = run
         result["iou_threshold"] = self.iou
+        result["min_area_m2"] = min_area
+        result["min_area_rule"] = "truth kept if area >= min_area_m2, proposals if area > min_area_m2 (SpaceNet)"
         out = self.output()
         write_report(result, out["metrics"].path, out["per_image"].path)
         t = result["splits"].get("test", result["splits"]["all"])
         report(self, 100, f"F1 {t['f1']:.3f} (P {t['precision']:.3f}, R {t['recall']:.3f})")
+
+    def min_area_m2(self) -> float:
+        """The area filter of both sides: ``min_area`` if given, else ``[polygonize] min_area_m2``."""
+        return float(polygonize().min_area_m2 if self.min_area is None else self.min_area)
 
     def _splits(self) -> dict:
         """The split of the evaluated images; without a usable split configuration (a block split

@@ -18,14 +18,14 @@ from rasterio.crs import CRS
 
 from footprints import db
 from footprints.atomic import atomic_path
-from footprints.geo import pixel_size, window_polygon
+from footprints.geo import footprint_4326, pixel_size, window_polygon
 from footprints.labels import source_name
-from footprints.masks import labels_in_window, make_mask, mask_bands, query_tile_labels
+from footprints.masks import check_labels_inside, labels_in_window, make_mask, mask_bands, query_tile_labels
 from footprints.tiling import read_tile_index
 from tasks.config import masks, workdir
 from tasks.keys import mask_key, tiling_key
 from tasks.labels import LoadLabels
-from tasks.sources import label_path
+from tasks.sources import label_path, shared_label_file
 from tasks.tiling import TileImage
 
 log = logging.getLogger("luigi-interface")
@@ -56,11 +56,15 @@ class MakeMasks(luigi.Task):
         source = source_name(self.requires()["labels"].path)
         with db.connection() as conn:
             by_tile = query_tile_labels(conn, self.image, index["tiling"], [source], margin)
-        n_labels = len({id(g) for gs in by_tile.values() for g in gs})
-        if n_labels == 0:
-            log.warning("image %s: none of the labels in %s fall inside the raster; masks are empty",
-                        self.image, source)
-            self.set_status_message(f"WARNING: no labels of {source} inside {self.image}")
+            n_labels = len({id(g) for gs in by_tile.values() for g in gs})
+            if n_labels == 0:  # all elsewhere: an error for the image's own label file, else a warning
+                extent = footprint_4326(window_polygon(Affine(*index["transform"]), 0, 0, index["width"],
+                                                       index["height"]), index["crs_wkt"]).bounds
+                warning = check_labels_inside(conn, self.image, source, self.requires()["labels"].path,
+                                              not shared_label_file(), extent)
+                if warning:
+                    log.warning("%s", warning)
+                    self.set_status_message(f"WARNING: {warning}")
         crs = CRS.from_wkt(index["crs_wkt"])
         with atomic_path(self.mask_dir(), dir=True) as tmp:
             records = []

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from pathlib import Path
 
 import luigi
 
 from footprints.demo import demo_scene_names
-from footprints.names import match_label
+from footprints.errors import InputError
+from footprints.names import check_image_id, match_label
 from tasks.config import data, workdir
 
 RASTER_EXT = (".tif", ".tiff", ".vrt")
@@ -41,24 +43,52 @@ def demo_label_path(name: str) -> Path:
     return demo_dir() / "labels" / f"{name}.geojson"
 
 
-def _expand(spec: str, exts) -> list[Path]:
+def _glob_base(spec: str) -> Path:
+    """The directory a glob searches: its path up to the first component with a wildcard."""
+    parts = Path(spec).parts
+    fixed = [x for x in itertools.takewhile(lambda x: not glob.has_magic(x), parts)]
+    return Path(*fixed[:len(parts) - 1]) if fixed else Path(".")
+
+
+def _expand(spec: str, exts, setting: str) -> list[Path]:
+    """The files of a directory, a glob or one file, as absolute paths. A file of a directory or glob
+    that resolves outside it (a symlink out, or a ``..`` in its target) is an InputError: the
+    data directory is what the user named, and nothing is read from elsewhere behind their back."""
     if os.path.isdir(spec):
-        files = [p for p in sorted(Path(spec).iterdir()) if p.suffix.lower() in exts]
+        base, files = Path(spec), [p for p in sorted(Path(spec).iterdir()) if p.suffix.lower() in exts]
+    elif os.path.isfile(spec):
+        return [Path(spec).resolve()]  # one file named by the user
     else:
-        files = [Path(p) for p in sorted(glob.glob(spec))]
-    return [p.resolve() for p in files if p.is_file() or p.suffix.lower() == ".vrt"]
+        base, files = _glob_base(spec), [Path(p) for p in sorted(glob.glob(spec))]
+    root = base.resolve()
+    out = []
+    for p in files:
+        if not (p.is_file() or p.suffix.lower() == ".vrt"):
+            continue
+        r = p.resolve()
+        if not r.is_relative_to(root):
+            raise InputError(p, f"resolves to {r}, outside the data directory {root} of {setting}; "
+                                f"copy the file there, or set {setting} to where it is")
+        out.append(Path(os.path.abspath(p)))  # a link inside keeps its own name: the image id
+    return out
+
+
+def _by_stem(files: list[Path], what: str) -> dict[str, Path]:
+    """``{file stem: path}``; two files of one stem would be one image (or one PostGIS label
+    source, the second silently replacing the first): an InputError naming both."""
+    out: dict[str, Path] = {}
+    for p in files:
+        check_image_id(p.stem, p)
+        if p.stem in out:
+            raise InputError(p, f"two {what} share the name {p.stem!r} ({out[p.stem]}); rename one of them")
+        out[p.stem] = p
+    return out
 
 
 def _image_files() -> dict[str, Path]:
     if using_demo():
         return {n: demo_image_path(n) for n in demo_scene_names(data().demo_scenes)}
-    files = _expand(data().images, RASTER_EXT)
-    out: dict[str, Path] = {}
-    for p in files:
-        if p.stem in out:
-            raise ValueError(f"{p}: two images share the name {p.stem!r} ({out[p.stem]})")
-        out[p.stem] = p
-    return out
+    return _by_stem(_expand(data().images, RASTER_EXT, "[data] images"), "images")
 
 
 def list_images() -> list[str]:
@@ -79,10 +109,16 @@ def label_path(image: str) -> Path | None:
     spec = data().labels
     if not spec:
         return None
-    files = _expand(spec, LABEL_EXT)
-    if os.path.isfile(spec) and len(files) == 1:
+    files = _expand(spec, LABEL_EXT, "[data] labels")
+    if os.path.isfile(spec):
         return files[0]  # one label file (e.g. a whole AOI) for every image
-    return match_label(image, files)
+    return match_label(image, list(_by_stem(files, "label files").values()))
+
+
+def shared_label_file() -> bool:
+    """Whether ``[data] labels`` is one file serving every image (an AOI's labels), rather
+    than a file per image (the demo's, or a directory or glob matched by name)."""
+    return not using_demo() and os.path.isfile(data().labels)
 
 
 def labelled_images() -> list[str]:

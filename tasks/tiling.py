@@ -11,6 +11,7 @@ import luigi
 
 from footprints import db
 from footprints.atomic import atomic_path, write_json
+from footprints.names import check_image_id
 from footprints.raster import open_raster, raster_meta
 from footprints.tiling import record_tiles, tile_grid, tile_records, write_index_geojson, write_tiles
 from tasks.config import tiling, workdir
@@ -53,6 +54,7 @@ class TileImage(luigi.Task):
         return super().complete() and self.db_marker().exists()
 
     def run(self):
+        check_image_id(self.image)  # it names directories: never '..' or a path
         t = tiling()
         src_path = self.source_path()
         with open_raster(src_path) as src:

@@ -32,7 +32,8 @@ def test_console_script_reproduces_expected(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert set(result) == {"total", "by_aoi", "by_image"}
+    assert set(result) == {"total", "by_aoi", "by_image", "pairing", "min_area"}
+    assert result["pairing"] == "by image id" and result["min_area"] == 20.0  # SpaceNet CSV truth: 20 px²
     ref = EXPECTED["min_area_20"]
     for aoi, r in ref["per_AOI"].items():
         got = result["by_aoi"][aoi]
@@ -117,3 +118,29 @@ def test_parser_lists_evaluate_and_stays_open_for_more():
     parser = cli.build_parser()
     assert "evaluate" in parser.format_help()
     assert cli._add_evaluate in cli.SUBCOMMANDS
+
+
+def test_evaluate_two_single_geojson_files_scores_one_image(tmp_path, capsys):
+    def fc(path, boxes):
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {}, "geometry": {
+                "type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}}
+            for x0, y0, x1, y1 in boxes]}))
+        return str(path)
+
+    t = fc(tmp_path / "gt.geojson", [(0, 0, 10, 10), (20, 0, 30, 10)])
+    p = fc(tmp_path / "pred.geojson", [(0, 0, 10, 10), (20, 0, 30, 10)])
+    assert cli.main(["evaluate", "--truth", t, "--proposals", p]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["total"]["f1"] == 1.0 and list(out["by_image"]) == ["gt"]
+
+
+def test_evaluate_directories_with_nothing_in_common_exit_2(tmp_path, capsys):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "p").mkdir()
+    empty = '{"type": "FeatureCollection", "features": []}'
+    (tmp_path / "t" / "a.geojson").write_text(empty)
+    (tmp_path / "p" / "b.geojson").write_text(empty)
+    assert cli.main(["evaluate", "--truth", str(tmp_path / "t"), "--proposals", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "no image in common" in err and "'a'" in err and "'b'" in err

@@ -284,3 +284,69 @@ def test_split_block_sums_a_subset_of_images():
     block = ev.split_block(result, ["A_img1", "A_img2", "C_img9"])
     assert block == {"images": ["A_img1", "A_img2"], **prf(1, 1, 1)}
     assert ev.split_block(result, [])["images"] == []
+
+
+# ---------------------------------------------------------------- pairing truth and proposals
+
+
+def test_two_single_geojson_files_are_one_image(tmp_path):
+    # issue 11: gt.geojson vs pred.geojson of one scene used to be two images, F1 = 0
+    t = _write_fc(tmp_path / "gt.geojson", [_feature(box(0, 0, 10, 10)), _feature(box(20, 0, 30, 10))])
+    p = _write_fc(tmp_path / "pred.geojson", [_feature(box(0, 0, 10, 10.5), confidence=0.9)])
+    result = ev.evaluate_files(t, p)
+    assert result["by_image"] == {"gt": prf(1, 0, 1)}
+    assert result["total"] == prf(1, 0, 1)
+    assert result["pairing"].startswith("two single files")
+
+
+def test_two_single_csvs_without_matching_imageid_are_one_image(tmp_path):
+    truth = _write_csv(tmp_path / "t.csv", [("A_img1", 1, box(0, 0, 10, 10).wkt)], conf=False)
+    preds = _write_csv(tmp_path / "p.csv", [("mine", 1, box(0, 0, 10, 10).wkt, 1.0)])
+    assert ev.evaluate_files(truth, preds, min_area=0)["by_image"] == {"A_img1": prf(1, 0, 0)}
+    # a CSV against a GeoJSON file: also one image
+    g = _write_fc(tmp_path / "pred.geojson", [_feature(box(0, 0, 10, 10))])
+    assert ev.evaluate_files(truth, g, min_area=0)["total"] == prf(1, 0, 0)
+
+
+def test_single_files_with_matching_ids_keep_matching_by_id(tmp_path):
+    truth = _write_csv(tmp_path / "t.csv", [("A_img1", 1, box(0, 0, 10, 10).wkt),
+                                             ("A_img2", 1, box(0, 0, 10, 10).wkt)], conf=False)
+    preds = _write_csv(tmp_path / "p.csv", [("A_img2", 1, box(0, 0, 10, 10).wkt, 1.0)])
+    r = ev.evaluate_files(truth, preds, min_area=0)
+    assert r["by_image"] == {"A_img1": prf(0, 0, 1), "A_img2": prf(1, 0, 0)} and r["pairing"] == "by image id"
+
+
+def test_files_of_several_images_with_nothing_in_common_are_an_error(tmp_path):
+    truth = _write_csv(tmp_path / "t.csv", [("A_img1", 1, box(0, 0, 10, 10).wkt),
+                                             ("A_img2", 1, box(0, 0, 10, 10).wkt)], conf=False)
+    preds = _write_csv(tmp_path / "p.csv", [("B_img1", 1, box(0, 0, 10, 10).wkt, 1.0)])
+    with pytest.raises(InputError, match=r"no image in common .*'A_img1', 'A_img2'.*'B_img1'"):
+        ev.evaluate_files(truth, preds)
+
+
+def test_directories_with_no_common_image_are_an_error_listing_names(tmp_path):
+    tdir, pdir = tmp_path / "truth", tmp_path / "preds"
+    tdir.mkdir()
+    pdir.mkdir()
+    for i in range(7):
+        _write_fc(tdir / f"scene_{i}.geojson", [_feature(box(0, 0, 10, 10))])
+    _write_fc(pdir / "RGB_scene_0.geojson", [_feature(box(0, 0, 10, 10))])
+    with pytest.raises(InputError) as e:
+        ev.evaluate_files(tdir, pdir)
+    msg = str(e.value)
+    assert "no image in common" in msg and "file names" in msg and "\n" not in msg
+    assert "'scene_0'" in msg and "(7 in all)" in msg and "'RGB_scene_0'" in msg
+    # one directory against one file: still matched by name, so also an error
+    with pytest.raises(InputError, match="no image in common"):
+        ev.evaluate_files(tdir, pdir / "RGB_scene_0.geojson")
+    # an empty proposals directory is not an error: every building is a miss
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert ev.evaluate_files(tdir, empty)["total"] == prf(0, 0, 7)
+
+
+def test_two_label_files_of_one_stem_in_a_directory_are_an_error(tmp_path):
+    _write_fc(tmp_path / "a.geojson", [_feature(box(0, 0, 10, 10))])
+    _write_fc(tmp_path / "a.json", [_feature(box(0, 0, 10, 10))])
+    with pytest.raises(InputError, match=r"a\.json: same image name 'a' as .*a\.geojson"):
+        ev.geojson_files(tmp_path)

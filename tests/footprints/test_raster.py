@@ -46,3 +46,56 @@ def test_raster_meta(tmp_path):
     assert meta["width"] == 10 and meta["height"] == 8 and meta["count"] == 2 and meta["dtype"] == "uint16"
     assert meta["nodata"] == 0 and meta["transform"] == [0.5, 0, 500000, 0, -0.5, 4000000]
     assert CRS.from_wkt(meta["crs_wkt"]).to_epsg() == 32616
+
+
+# ---------------------------------------------------------------- bad inputs (issue 11), one line each
+
+
+def _one_line(e) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_truncated_tiff_is_an_error_naming_it(tmp_path):
+    good = tmp_path / "good.tif"
+    _write(good, np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    data = good.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as e:
+        open_raster(cut)
+    assert _one_line(e).startswith(f"{cut}: truncated or corrupt")
+
+
+def test_png_renamed_tif_is_an_error_naming_the_format(tmp_path):
+    png = tmp_path / "photo.png"
+    with rasterio.open(png, "w", driver="PNG", width=8, height=8, count=3, dtype="uint8") as dst:
+        dst.write(np.zeros((3, 8, 8), np.uint8))
+    renamed = tmp_path / "photo.tif"
+    png.rename(renamed)
+    with pytest.raises(InputError) as e:
+        open_raster(renamed)
+    assert _one_line(e).startswith(f"{renamed}: is a PNG file, not a GeoTIFF")
+
+
+def test_raster_without_geotransform(tmp_path):
+    p = tmp_path / "pixels.tif"
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning):
+        _write(p, np.ones((1, 8, 8), np.uint8), transform=Affine.identity())
+    with pytest.raises(InputError) as e:
+        open_raster(p)
+    assert _one_line(e).startswith(f"{p}: raster has no geotransform")
+
+
+@pytest.mark.parametrize("dtype,bands", [("float32", 3), ("int16", 3), ("uint16", 1), ("uint8", 4)])
+def test_any_numeric_dtype_and_band_count_is_accepted(tmp_path, dtype, bands):
+    """float32/int16 imagery, 1-band (panchromatic) and 4-band RGBA are valid: tiles keep the
+    source dtype and bands, and training normalises each band by its own statistics
+    (models.data), so nothing is rescaled here. An alpha band is kept as a 4th input band."""
+    p = tmp_path / f"{dtype}_{bands}.tif"
+    arr = (np.random.default_rng(1).random((bands, 8, 8)) * 1000 - 200).astype(dtype)
+    _write(p, arr)
+    with open_raster(p) as src:
+        meta = raster_meta(src)
+    assert (meta["dtype"], meta["count"]) == (dtype, bands)

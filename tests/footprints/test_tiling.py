@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from shapely.geometry import shape
 
+from footprints.errors import InputError
 from footprints.tiling import axis_starts, tile_grid, tile_records, write_index_geojson, write_tiles
 
 # ---------------------------------------------------------------- grid properties
@@ -90,3 +91,51 @@ def test_write_tiles_and_index_geojson(tmp_path):
     for f in fc["features"]:
         g = shape(f["geometry"])
         assert g.exterior.is_ccw and -90 < g.centroid.x < -84 and 30 < g.centroid.y < 40  # lon/lat, RFC 7946
+
+
+# ---------------------------------------------------------------- bad inputs (issue 11)
+
+
+def _geotiff(path, arr, nodata=None):
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                       dtype=arr.dtype.name, crs="EPSG:32616", nodata=nodata,
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+        dst.write(arr)
+
+
+@pytest.mark.parametrize("dtype,nodata", [("uint8", 0), ("float32", float("nan"))])
+def test_all_nodata_raster_is_an_error_naming_it(tmp_path, dtype, nodata):
+    src = tmp_path / "blank.tif"
+    _geotiff(src, np.full((3, 40, 50), nodata, dtype), nodata=nodata)
+    out = tmp_path / "tiles"
+    out.mkdir()
+    with pytest.raises(InputError, match=rf"^{src}: every pixel is nodata \((0|nan)\)"):
+        write_tiles(src, out, tile_grid(50, 40, 32, 8))
+    arr = np.full((3, 40, 50), nodata, dtype)
+    arr[:, 39, 49] = 7  # one real pixel in the last tile: valid
+    _geotiff(src, arr, nodata=nodata)
+    assert write_tiles(src, out, tile_grid(50, 40, 32, 8), workers=2) == 4
+
+
+def test_raster_smaller_than_a_tile_gives_one_shrunken_tile(tmp_path):
+    src = tmp_path / "small.tif"
+    _geotiff(src, np.arange(3 * 20 * 30, dtype=np.uint8).reshape(3, 20, 30))
+    specs = tile_grid(30, 20, 512, 64)
+    assert len(specs) == 1 and (specs[0].width, specs[0].height) == (30, 20)
+    assert (specs[0].core_width, specs[0].core_height) == (30, 20)
+    out = tmp_path / "tiles"
+    out.mkdir()
+    assert write_tiles(src, out, specs) == 1
+    with rasterio.open(out / f"{specs[0].tile_id}.tif") as t:
+        assert (t.width, t.height, t.count) == (30, 20, 3)
+
+
+def test_unreadable_pixels_are_an_error_naming_the_raster(tmp_path):
+    src = tmp_path / "cut.tif"
+    _geotiff(src, np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) * 3 // 4])  # the header survives, some strips do not
+    out = tmp_path / "tiles"
+    out.mkdir()
+    with pytest.raises(InputError, match=rf"^{src}: corrupt: cannot read pixels"):
+        write_tiles(src, out, tile_grid(64, 64, 32, 0))

@@ -95,3 +95,35 @@ def test_evaluate_task_scores_each_image_in_its_crs(pg, tmp_path, workdir, luigi
     assert result["run"] == run_key() and result["iou_threshold"] == pytest.approx(0.5)
     per_image = pd.read_csv(task.output()["per_image"].path)
     assert per_image["ImageId"].tolist() == ["imgA", "imgB"] and per_image["tp"].tolist() == [1, 0]
+
+
+def test_evaluate_filters_truth_by_the_runs_min_area(pg, tmp_path, workdir, luigi_config):
+    """issue 11: Polygonize drops buildings under [polygonize] min_area_m2, so Evaluate applies the
+    same minimum to the truth (SpaceNet's rule: both sides) and records it in metrics.json."""
+    imgdir = tmp_path / "images"
+    imgdir.mkdir()
+    labels = tmp_path / "truth.geojson"
+    labels.write_text('{"type": "FeatureCollection", "features": []}')
+    luigi_config("data", "images", str(imgdir))
+    luigi_config("data", "labels", str(labels))
+    luigi_config("polygonize", "simplify_px", "0")
+    luigi_config("polygonize", "min_area_m2", "5")  # (part of the run key: set before the buildings)
+    t = _image(pg, imgdir, "imgA", [(10, 10, 30, 30)])
+    with pg.cursor() as cur:  # the building, and a 3 x 3 px (2.25 m²) shed nothing could find
+        for i, b in enumerate([(10, 10, 30, 30), (70, 5, 73, 8)]):
+            wkt = pixel_to_geo(shapely.box(*b), t).wkt
+            cur.execute("INSERT INTO labels (source, feature_index, srid, geom, geom_4326) VALUES "
+                        "(%s, %s, %s, ST_Multi(ST_GeomFromText(%s, %s)), "
+                        "ST_Transform(ST_Multi(ST_GeomFromText(%s, %s)), 4326))",
+                        ("truth", i, SRID, wkt, SRID, wkt, SRID))
+    pg.commit()
+    task = Evaluate(images=["imgA"])
+    task.run()
+    result = json.loads(Path(task.output()["metrics"].path).read_text())
+    assert result["total"] == prf(1, 0, 0), "truth under min_area_m2 is not a miss"
+    assert result["min_area_m2"] == 5.0
+    task = Evaluate(images=["imgA"], min_area=0.0)  # an explicit value wins, and names its files
+    task.run()
+    assert task.output()["metrics"].path.endswith("metrics_iou0.5_min0.json")
+    result = json.loads(Path(task.output()["metrics"].path).read_text())
+    assert result["total"] == prf(1, 0, 1) and result["min_area_m2"] == 0.0

@@ -8,6 +8,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 
+from footprints.errors import InputError
+from tasks.labels import LoadLabels
 from tasks.masks import MakeMasks
 
 
@@ -66,6 +68,54 @@ def test_labels_outside_every_raster_warn_not_fail(pg, workdir, luigi_config, fi
     task = MakeMasks(image="sample_geotiff")
     with caplog.at_level("WARNING", logger="luigi-interface"):
         assert luigi.build([task], local_scheduler=True, log_level="WARNING")
-    assert any("none of the labels" in r.getMessage() for r in caplog.records)
+    assert any("none of its 1 labels" in r.getMessage() and "masks are empty" in r.getMessage()
+               for r in caplog.records)
     index = json.loads(Path(task.output().path).read_text())
     assert index["labels_in_image"] == 0 and all(t["building_px"] == 0 for t in index["tiles"])
+
+
+def test_own_labels_entirely_outside_the_raster_fail_that_image_only(pg, workdir, luigi_config, tmp_path):
+    """An image's own label file (matched by name) whose labels all lie elsewhere is an error naming
+    the file (a wrong CRS, or another scene's labels); the other images go through. File names with
+    quotes, unicode and SQL in them are ordinary names."""
+    img, lab = tmp_path / "img", tmp_path / "lab"
+    img.mkdir()
+    lab.mkdir()
+    odd = "it's ü; DROP TABLE labels;--"
+    for name in (odd, "far"):
+        with rasterio.open(img / f"{name}.tif", "w", driver="GTiff", width=40, height=40, count=3, dtype="uint8",
+                           crs="EPSG:32616", transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+            dst.write(np.full((3, 40, 40), 9, np.uint8))
+
+    def fc(x0, y0):
+        ring = [[x0, y0], [x0 + 5, y0], [x0 + 5, y0 + 5], [x0, y0 + 5], [x0, y0]]
+        return json.dumps({"type": "FeatureCollection",
+                           "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32616"}},
+                           "features": [{"type": "Feature", "properties": {},
+                                         "geometry": {"type": "Polygon", "coordinates": [ring]}}]})
+
+    (lab / f"{odd}.geojson").write_text(fc(500005, 3999985))
+    (lab / "far.geojson").write_text(fc(600000, 3999985))  # 100 km east
+    luigi_config("data", "images", str(img))
+    luigi_config("data", "labels", str(lab))
+    luigi_config("tiling", "tile_size", 32)
+    luigi_config("tiling", "overlap", 8)
+    errors = {}
+
+    def record(task, exc):
+        errors[task.task_id] = exc
+
+    luigi.Task.event_handler(luigi.Event.FAILURE)(record)
+    try:
+        ok, far = MakeMasks(image=odd), MakeMasks(image="far")
+        assert not luigi.build([ok, far], local_scheduler=True, log_level="CRITICAL")
+    finally:
+        luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(record)
+    assert ok.complete() and json.loads(Path(ok.output().path).read_text())["labels_in_image"] == 1
+    assert LoadLabels(path=str(lab / "far.geojson")).complete(), "the far labels loaded; only the masks fail"
+    (e,) = errors.values()
+    assert isinstance(e, InputError) and "\n" not in str(e)
+    assert str(e).startswith(f"{lab / 'far.geojson'}: none of its 1 labels") and "inside image far" in str(e)
+    with pg.cursor() as cur:
+        cur.execute("SELECT source, count(*) FROM labels GROUP BY source ORDER BY source")
+        assert cur.fetchall() == [("far", 1), (odd, 1)]

@@ -10,6 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from footprints.errors import InputError
 from tasks.tiling import TileImage
 
 # ---------------------------------------------------------------- real SpaceNet chip
@@ -137,3 +138,73 @@ def test_bad_input_writes_nothing_and_others_go_through(pg, workdir, luigi_confi
     with pg.cursor() as cur:
         cur.execute("SELECT DISTINCT image FROM tiles")
         assert cur.fetchall() == [("good",)]
+
+
+# ---------------------------------------------------------------- bad inputs (issue 11) through Luigi
+
+
+class _Failures:
+    """Collects the exceptions of failed tasks (luigi's FAILURE event), then unregisters."""
+
+    def __init__(self):
+        self.errors: dict[str, Exception] = {}
+
+    def __enter__(self):
+        luigi.Task.event_handler(luigi.Event.FAILURE)(self._record)
+        return self
+
+    def _record(self, task, exc):
+        self.errors[task.task_id] = exc
+
+    def __exit__(self, *exc):
+        luigi.Task._event_callbacks[luigi.Task][luigi.Event.FAILURE].discard(self._record)
+
+
+def _geotiff(path, arr, crs="EPSG:32616", nodata=None):
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
+                       dtype=arr.dtype.name, crs=CRS.from_user_input(crs) if crs else None, nodata=nodata,
+                       transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+        dst.write(arr)
+
+
+def test_bad_rasters_fail_alone_with_one_line_errors_and_good_ones_go_through(pg, tmp_path, workdir, luigi_config):
+    luigi_config("tiling", "tile_size", 32)
+    luigi_config("tiling", "overlap", 8)
+    img = tmp_path / "img"
+    img.mkdir()
+    rng = np.random.default_rng(0)
+    good = ["plain", "small", "float32 scene", "int16", "pan", "rgba", "Zürich 'x'; DROP TABLE tiles;--"]
+    _geotiff(img / "plain.tif", rng.integers(1, 255, (3, 60, 70), dtype=np.uint8))
+    _geotiff(img / "small.tif", rng.integers(1, 255, (3, 10, 12), dtype=np.uint8))  # < one tile: one tile
+    _geotiff(img / "float32 scene.tif", rng.random((3, 40, 40), dtype=np.float32))
+    _geotiff(img / "int16.tif", rng.integers(-500, 3000, (3, 40, 40), dtype=np.int16))
+    _geotiff(img / "pan.tif", rng.integers(0, 4000, (1, 40, 40), dtype=np.uint16))
+    _geotiff(img / "rgba.tif", rng.integers(0, 255, (4, 40, 40), dtype=np.uint8))
+    _geotiff(img / "Zürich 'x'; DROP TABLE tiles;--.tif", rng.integers(1, 255, (3, 40, 40), dtype=np.uint8))
+    bad = {"empty": "file is empty (0 bytes)", "nocrs": "raster has no CRS",
+           "blank": "every pixel is nodata", "cut": "truncated or corrupt", "png": "is a PNG file"}
+    (img / "empty.tif").write_bytes(b"")
+    _geotiff(img / "nocrs.tif", rng.integers(1, 255, (3, 40, 40), dtype=np.uint8), crs=None)
+    _geotiff(img / "blank.tif", np.zeros((3, 40, 40), np.uint8), nodata=0)
+    _geotiff(img / "cut.tif", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
+    data = (img / "cut.tif").read_bytes()
+    (img / "cut.tif").write_bytes(data[: len(data) // 2])
+    with rasterio.open(tmp_path / "png.png", "w", driver="PNG", width=8, height=8, count=3, dtype="uint8") as d:
+        d.write(np.zeros((3, 8, 8), np.uint8))
+    (tmp_path / "png.png").rename(img / "png.tif")
+    luigi_config("data", "images", str(img))
+    tasks = {n: TileImage(image=n) for n in good + list(bad)}
+    with _Failures() as f:
+        assert not luigi.build(list(tasks.values()), local_scheduler=True, log_level="CRITICAL", workers=1)
+    for n in good:
+        assert tasks[n].complete(), n
+    assert json.loads(Path(tasks["small"].output().path).read_text())["tiles"][0]["width"] == 12
+    assert set(f.errors) == {tasks[n].task_id for n in bad}
+    for n, problem in bad.items():
+        e = f.errors[tasks[n].task_id]
+        assert isinstance(e, InputError) and str(e).startswith(f"{img / (n + '.tif')}: ") and problem in str(e), e
+        assert "\n" not in str(e)
+        assert not tasks[n].tile_dir().exists(), "nothing complete-looking is left behind"
+    with pg.cursor() as cur:
+        cur.execute("SELECT count(DISTINCT image) FROM tiles")
+        assert cur.fetchone()[0] == len(good)

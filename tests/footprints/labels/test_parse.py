@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from shapely.geometry import shape
 
 from footprints.errors import InputError
-from footprints.labels import polygon_coordinates, read_label_file
+from footprints.labels import LabelReport, clean_geometries, polygon_coordinates, read_label_file
 
 
 def _fc(features, crs=None):
@@ -102,3 +102,45 @@ def test_polygon_coordinates_point_at_what_they_cannot_read():
     keep = [i for i in range(len(texts)) if i not in set(odd.tolist())]
     rag, odd = polygon_coordinates([texts[i] for i in keep], [multi[i] for i in keep])
     assert len(odd) == 0 and rag.count == 2 and len(rag.xy) == 10
+
+
+# ---------------------------------------------------------------- bad label files (issue 11)
+
+
+def test_feature_collection_without_features_is_valid_and_empty(tmp_path):
+    geoms, props, crs, report = read_label_file(_write(tmp_path, "none.geojson", _fc([])))
+    assert len(geoms) == 0 and props == [] and crs.to_epsg() == 4326
+    assert report.read == 0 and not report.rejected
+
+
+def test_null_points_lines_and_self_intersections_are_rejected_or_repaired_and_counted(tmp_path):
+    """One file with every odd feature: null geometries, a Point and a LineString are rejected
+    with their reason (listed in the load report); a self-intersecting polygon is repaired
+    (MakeValid) and counted; the good polygon goes through untouched."""
+    bowtie = [[36.0, -6.0], [36.001, -5.999], [36.001, -6.0], [36.0, -5.999], [36.0, -6.0]]
+    feats = [_poly(SQUARE),
+             {"type": "Feature", "properties": {}, "geometry": None},
+             {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [36.0, -6.0]}},
+             {"type": "Feature", "properties": {}, "geometry": {"type": "LineString",
+                                                               "coordinates": [[36.0, -6.0], [36.001, -6.0]]}},
+             _poly(bowtie)]
+    geoms, _, _, report = read_label_file(_write(tmp_path, "odd.geojson", _fc(feats)))
+    rep = LabelReport(path="odd.geojson")
+    idx, out, fixed = clean_geometries(geoms, rep)
+    assert list(idx) == [0, 4] and list(fixed) == [False, True] and rep.repaired == 1
+    assert all(g.is_valid for g in out)
+    assert rep.rejected == [{"feature": 1, "reason": "empty or missing geometry"},
+                            {"feature": 2, "reason": "Point is not a polygon"},
+                            {"feature": 3, "reason": "LineString is not a polygon"}]
+
+
+def test_projected_coordinates_without_crs_member_are_an_error_naming_the_file(tmp_path):
+    utm = [[500000, 4000000], [500010, 4000000], [500010, 4000010], [500000, 4000010], [500000, 4000000]]
+    p = _write(tmp_path, "utm labels.geojson", _fc([_poly(utm)]))
+    with pytest.raises(InputError) as e:
+        read_label_file(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: coordinates span") and "not longitude/latitude" in msg and "label_crs" in msg
+    assert "\n" not in msg
+    geoms, _, crs, _ = read_label_file(p, override="EPSG:32616")  # the remedy it names
+    assert crs.to_epsg() == 32616 and geoms[0].area == pytest.approx(100)

@@ -1,0 +1,102 @@
+"""footprints/db.py: a database the pipeline cannot use is caught at the first connection, with
+what to run. Real databases: one without PostGIS (made by the pipeline's own role), one owned by
+another role (made by the PostgreSQL superuser, as a DBA would; PostgreSQL 15+ then leaves the
+pipeline's role without CREATE on schema public). Everything made here is dropped again."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg2
+import pytest
+
+from footprints import db
+from footprints.errors import DatabaseSetupError
+
+pytestmark = pytest.mark.postgis
+
+
+def _connect_admin(**params):
+    try:
+        conn = psycopg2.connect(connect_timeout=10, **params)
+    except psycopg2.OperationalError as e:
+        pytest.fail(f"PostgreSQL is required for these tests and is not reachable as {params.get('user')!r}: "
+                    f"{e}. Run `make setup`.")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def role_admin():
+    """The pipeline's own role (CREATEDB) on the ``postgres`` database."""
+    conn = _connect_admin(**{**db.conn_params(), "dbname": "postgres"})
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def superuser():
+    """The PostgreSQL superuser (``PGSUPERUSER``, default postgres; trust auth on 127.0.0.1, as
+    scripts/setup.sh uses it)."""
+    p = db.conn_params()
+    params = {"host": p["host"], "port": p["port"], "dbname": "postgres",
+              "user": os.environ.get("PGSUPERUSER", "postgres")}
+    conn = _connect_admin(**params)
+    yield conn
+    conn.close()
+
+
+def test_database_without_postgis_says_create_extension(role_admin):
+    name = f"footprints_nopostgis_{uuid.uuid4().hex[:8]}"
+    with role_admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        conn = db.connect(dbname=name)
+        try:
+            with pytest.raises(DatabaseSetupError) as e:
+                db.ensure_schema(conn)
+        finally:
+            conn.close()
+        msg = str(e.value)
+        assert f"database {name!r}" in msg and "postgis extension is not installed" in msg
+        assert "CREATE EXTENSION postgis" in msg and "superuser" in msg and "\n" not in msg
+    finally:
+        with role_admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_database_of_another_role_says_grant_create(superuser):
+    other = f"footprints_owner_{uuid.uuid4().hex[:8]}"
+    name = f"footprints_foreign_{uuid.uuid4().hex[:8]}"
+    me = db.conn_params()["user"]
+    with superuser.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{other}" NOLOGIN')
+        cur.execute(f'CREATE DATABASE "{name}" OWNER "{other}" TEMPLATE footprints_template')  # has PostGIS
+    try:
+        conn = db.connect(dbname=name)
+        try:
+            with pytest.raises(DatabaseSetupError) as e:
+                db.ensure_schema(conn)
+            msg = str(e.value)
+            assert "cannot create tables in schema 'public'" in msg and "\n" not in msg
+            assert f"GRANT CREATE ON SCHEMA public TO {me}" in msg and "make setup" in msg
+            # the advice works
+            su = _connect_admin(host=superuser.info.host, port=superuser.info.port, user=superuser.info.user,
+                                dbname=name)
+            with su.cursor() as cur:
+                cur.execute(f'GRANT CREATE ON SCHEMA public TO "{me}"')
+            su.close()
+            db.ensure_schema(conn)
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('labels') IS NOT NULL")
+                assert cur.fetchone()[0]
+        finally:
+            conn.close()
+    finally:
+        with superuser.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'DROP ROLE IF EXISTS "{other}"')
+
+
+def test_usable_database_passes_the_check(pg):
+    db.check_database(pg)  # the test database: PostGIS, owned by the pipeline's role
