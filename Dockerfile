@@ -14,6 +14,6 @@ COPY pipeline pipeline
 COPY tasks tasks
 COPY models models
 COPY sql sql
-COPY luigi.cfg ./
+COPY luigi.cfg luigid.cfg ./
 RUN pip install --no-cache-dir -e . "${TF_PACKAGE}"
 ENV LUIGI_CONFIG_PATH=/app/luigi.cfg FOOTPRINTS_WORKDIR=/workspace TF_CPP_MIN_LOG_LEVEL=2

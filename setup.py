@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["footprints", "footprints.*", "pipeline", "pipeline.*", "tasks", "tasks.*",
                                     "models", "models.*"]) + ["footprints.sql"],
     package_dir={"footprints.sql": "sql"},
-    package_data={"footprints.sql": ["*.sql"]},
+    package_data={"footprints.sql": ["*.sql"], "footprints": ["web/*"]},
     include_package_data=True,
     install_requires=[
         "luigi>=3.5",
@@ -33,9 +33,17 @@ setup(
         "matplotlib>=3.7",
         "pillow>=10",
         "tensorboard>=2.16",
+        # models/service.py (`footprints serve`): the HTTP server; streams request bodies to disk
+        "aiohttp>=3.9",
+        # luigid's task history in PostgreSQL ([task_history] db_connection, luigid.cfg)
+        "sqlalchemy>=1.4,<2.1",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "pyyaml>=6", "pytest-timeout>=2.1", "ruff>=0.6"],
     },
-    entry_points={"console_scripts": ["footprints=footprints.cli:main"]},
+    entry_points={
+        "console_scripts": ["footprints=footprints.cli:main"],
+        # commands of the `footprints` CLI that live in another layer (footprints/ never imports models/)
+        "footprints.commands": ["serve=models.service:main"],
+    },
 )

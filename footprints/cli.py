@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from typing import Callable
 
 from footprints.errors import InputError  # an input a subcommand cannot use: exit 2, message names it
@@ -47,6 +48,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--min-area", type=float, default=None, metavar="A",
                    help="ground truth kept if area >= A, proposals if area > A, in the files' units "
                         "(default: 20 on SpaceNet CSV truth, 0 on GeoJSON)")
+    p.add_argument("--class-field", metavar="NAME", default="",
+                   help="building types: the truth's class property (GeoJSON) or column (CSV), also read from the "
+                        "proposals (or their 'class'); adds by_class and class_mean_f1 (a match needs the same class)")
     p.add_argument("--out", metavar="metrics.json", help="also write the JSON here (atomically)")
     p.add_argument("--per-image-csv", metavar="CSV", help="also write one row per image here")
     p.add_argument("--quiet", action="store_true", help="do not list row-level input problems on stderr")
@@ -63,7 +67,7 @@ def _run_evaluate(args) -> int:
     problems: list = []
     iou = 0.5 if args.iou is None else args.iou
     result = ev.evaluate_files(args.truth, args.proposals, iou=iou, min_area=args.min_area,
-                               problems=problems)
+                               problems=problems, class_field=args.class_field)
     if problems and not args.quiet:
         shown = problems[:50]
         for pr in shown:
@@ -82,8 +86,8 @@ def _run_scot(args) -> int:
     """``evaluate --scot``: SCOT of two directories of AOI folders, as JSON."""
     from footprints import atomic, scot, scotio  # noqa: PLC0415 - heavy (shapely, scipy): `footprints --help` stays fast
 
-    if args.min_area is not None or args.per_image_csv:
-        raise InputError("--min-area and --per-image-csv apply to the SpaceNet F1, not to --scot")
+    if args.min_area is not None or args.per_image_csv or args.class_field:
+        raise InputError("--min-area, --per-image-csv and --class-field apply to the SpaceNet F1, not to --scot")
     result = scotio.scot_dirs(args.truth, args.proposals,
                               iou=scot.DEFAULT_IOU if args.iou is None else args.iou,
                               beta=scot.DEFAULT_BETA if args.beta is None else args.beta)
@@ -99,6 +103,21 @@ def _run_scot(args) -> int:
 
 SUBCOMMANDS: list[Callable] = [_add_evaluate]
 
+# --- commands of other layers ---------------------------------------------------------------
+# `footprints serve` needs the Keras predictor (models/), which this library never imports. Such
+# commands register as entry points of the group below (setup.py: ``serve =
+# models.service:main``); `footprints <name> ARGS` loads the entry point only when it runs and
+# hands it ARGS (``main(argv) -> exit code``), so `footprints --help` and `footprints evaluate`
+# stay fast and the layers keep their one-way arrows.
+PLUGIN_GROUP = "footprints.commands"
+PLUGIN_HELP = {"serve": "HTTP prediction service: POST /predict, GET /buildings, GET /health, map page "
+                        "(`footprints serve --help`)"}
+
+
+def plugins() -> dict:
+    """{command: entry point} of the installed ``footprints.commands`` entry points."""
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="footprints", description="building footprints from satellite imagery")
@@ -106,10 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in SUBCOMMANDS:
         add(sub)
+    for name, ep in sorted(plugins().items()):
+        sub.add_parser(name, help=PLUGIN_HELP.get(name, f"(from {ep.value})"), add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    found = plugins()
+    if argv and argv[0] in found:
+        return int(found[argv[0]].load()(argv[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on bad usage
     try:

@@ -39,8 +39,16 @@ def conn_params() -> dict:
     return params
 
 
-def connect(**overrides):
-    """A new psycopg2 connection (autocommit off). Errors name the server and database."""
+# databases whose schema this process has brought up to date (host, port, dbname)
+_SCHEMA_READY: set = set()
+
+
+def connect(ensure: bool = True, **overrides):
+    """A new psycopg2 connection (autocommit off). Errors name the server and database.
+
+    The first connection of a process to a database checks it (PostGIS, rights) and brings the
+    schema up to date (:func:`ensure_schema`), so a database made by an older release gains new
+    tables and columns before any task reads them; ``ensure=False`` skips that."""
     params = {**conn_params(), **overrides}
     try:
         conn = psycopg2.connect(connect_timeout=10, application_name="footprints", **params)
@@ -49,13 +57,21 @@ def connect(**overrides):
             f"cannot connect to PostGIS at {params['host']}:{params['port']} database {params['dbname']!r} "
             f"as {params['user']!r}: {str(e).strip()} -- run `make setup` or set PGHOST/PGDATABASE/PGUSER"
         ) from e
+    key = (params["host"], params["port"], params["dbname"])
+    if ensure and key not in _SCHEMA_READY:
+        try:
+            ensure_schema(conn)
+        except BaseException:
+            conn.close()
+            raise
+        _SCHEMA_READY.add(key)
     return conn
 
 
 @contextmanager
-def connection(**overrides):
+def connection(ensure: bool = True, **overrides):
     """Context manager: commit on success, roll back on error, always close."""
-    conn = connect(**overrides)
+    conn = connect(ensure, **overrides)
     try:
         yield conn
         conn.commit()

@@ -234,7 +234,7 @@ def write_buildings(conn, params: dict, progress=None) -> int:
                  "pkey": psql.Identifier(f"{child}_pkey")}
         for col in ("geom", "geom_pix", "geom_4326"):
             ident[f"{col}_gix"] = psql.Identifier(f"{child}_{col}_gix")
-        p = {**params, "batch": batch}
+        p = {"classes": [], **params, "batch": batch}
 
         def run(name):
             cur.execute(psql.SQL(load_sql(name)).format(**ident), p)
@@ -255,13 +255,15 @@ def write_buildings(conn, params: dict, progress=None) -> int:
 def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_area_m2: float = 0.0,
                 simplify_px: float = 0.0, halo_px: int = 0, min_shared_px: float = 1.0,
                 merge_overlap: float = 0.5, width: int | None = None, height: int | None = None,
-                progress=None) -> int:
+                progress=None, classes=()) -> int:
     """Replace the ``buildings`` of (run, image) by the deduplicated ``predictions`` of the same
     (run, image); returns the number of buildings. ``tiles``: the tile records (window and core
     in image pixels, see TILE_FIELDS); ``halo_px``: the halo Polygonize read around each
     window; ``transform``: the image's affine transform; ``srid``: the image CRS. With
     ``width`` and ``height`` the cores are checked first. Runs in the caller's transaction and
-    does not commit.
+    does not commit. ``classes`` (building types): the class names, in the order of the
+    predictions' ``conf``; each building gets ``conf`` (per class, the area-weighted mean of its
+    pieces') and ``class`` (the highest).
 
     Set-based SQL throughout; the one step done in Python is the connected components of the
     links between pieces (a graph algorithm, which SQL does poorly): the links and the pieces
@@ -278,7 +280,7 @@ def deduplicate(conn, run: str, image: str, tiles, transform, srid: int, *, min_
         "run": run, "image": image, "srid": int(srid), "pixel_area": pixel_area(t),
         "min_area_m2": float(min_area_m2), "simplify_px": float(simplify_px),
         "min_shared_px": float(min_shared_px), "merge_overlap": float(merge_overlap),
-        "width": int(width), "height": int(height),
+        "width": int(width), "height": int(height), "classes": list(classes),
         "a": t.a, "b": t.b, "c": t.c, "d": t.d, "e": t.e, "f": t.f,
     }
 

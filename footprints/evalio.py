@@ -24,10 +24,12 @@ from footprints import atomic, geojson
 from footprints.errors import InputError
 from footprints.names import aoi_of_image_id
 from footprints.spacenet import DEFAULT_IOU, SPACENET_MIN_AREA, evaluate_frames, make_frame, per_image_frame, prf
+from footprints.split import centroid_in
 
 __all__ = [
     "Problem", "read_spacenet_csv", "read_geojson", "geojson_files", "read_geojson_dir", "input_format",
     "read_footprints", "default_min_area", "pair_images", "evaluate_files", "result_json", "write_report", "split_block",
+    "region_blocks",
 ]
 
 
@@ -72,13 +74,34 @@ def _to_2d(geoms: np.ndarray) -> np.ndarray:
     return geoms
 
 
-def read_spacenet_csv(path, role: str = "proposals", wkt_column: str = "PolygonWKT_Pix"):
+PROPOSAL_CLASS = "class"  # the class column/property of the pipeline's own outputs
+
+
+def _class_source(names, class_field: str, role: str, path: str) -> str | None:
+    """Which column (CSV) or property (GeoJSON) holds the class: ``class_field``; for proposals
+    that lack it, the pipeline's own ``class``. Neither: an InputError naming the file, the field
+    and the names seen."""
+    lower = {str(n).lower(): n for n in names}
+    if class_field.lower() in lower:
+        return lower[class_field.lower()]
+    if role != "truth" and PROPOSAL_CLASS in lower:
+        return lower[PROPOSAL_CLASS]
+    seen = ", ".join(sorted(map(str, names))[:20]) or "none"
+    raise InputError(path, f"no {role} feature has the class field {class_field!r} (--class-field); seen: {seen}")
+
+
+def _class_value(v):
+    return None if v is None or v == "" else str(v)
+
+
+def read_spacenet_csv(path, role: str = "proposals", wkt_column: str = "PolygonWKT_Pix", class_field: str = ""):
     """A SpaceNet CSV (``ImageId,BuildingId,PolygonWKT_Pix[,PolygonWKT_Geo][,Confidence]``).
 
     Returns ``(frame, problems)``. Rows whose WKT cannot be parsed, whose ImageId is empty or
     whose Confidence is not a number are reported (file, line, problem) and skipped; invalid
     polygons are kept and reported. A missing file or missing columns raise
-    :class:`InputError` naming the file.
+    :class:`InputError` naming the file. ``class_field`` (building types): the column of each
+    building's class (proposals without it: ``class``), in the frame's ``class`` column.
     """
     path = Path(path)
     p = str(path)
@@ -102,8 +125,9 @@ def read_spacenet_csv(path, role: str = "proposals", wkt_column: str = "PolygonW
             raise InputError(p, f"not a SpaceNet CSV: need columns ImageId and {wkt_column}, found {cols}")
         i_id, i_wkt = lower["imageid"], lower[wkt_column.lower()]
         i_conf = next((lower[c] for c in ("confidence", "conf") if c in lower), None)
-        need = max(i_id, i_wkt, i_conf if i_conf is not None else 0) + 1
-        ids, wkts, confs, lines = [], [], [], []
+        i_cls = lower[_class_source(cols, class_field, role, p).lower()] if class_field else None
+        need = max(i_id, i_wkt, i_conf if i_conf is not None else 0, i_cls or 0) + 1
+        ids, wkts, confs, lines, classes = [], [], [], [], []
         problems: list[Problem] = []
         try:
             for row in reader:
@@ -130,6 +154,7 @@ def read_spacenet_csv(path, role: str = "proposals", wkt_column: str = "PolygonW
                 wkts.append(row[i_wkt])
                 confs.append(c)
                 lines.append(ln)
+                classes.append(_class_value(row[i_cls].strip()) if i_cls is not None else None)
         except csv.Error as e:
             raise InputError(p, f"line {reader.line_num}: malformed CSV ({e})") from None
 
@@ -150,24 +175,28 @@ def read_spacenet_csv(path, role: str = "proposals", wkt_column: str = "PolygonW
         ids = [x for x, k in zip(ids, keep) if k]
         confs = [x for x, k in zip(confs, keep) if k]
         lines = [x for x, k in zip(lines, keep) if k]
+        classes = [x for x, k in zip(classes, keep) if k]
     geoms = _to_2d(np.asarray(geoms, dtype=object))
     problems += _check_geometries(geoms, [f"line {ln}" for ln in lines], p, role)
-    return make_frame(ids, geoms, confs, source=p, lines=lines), problems
+    return make_frame(ids, geoms, confs, source=p, lines=lines, classes=classes if class_field else None), problems
 
 
-def read_geojson(path, role: str = "proposals", image_id: str | None = None):
+def read_geojson(path, role: str = "proposals", image_id: str | None = None, class_field: str = ""):
     """A GeoJSON FeatureCollection (or single Feature) of polygons. Returns ``(frame, problems)``.
 
     ImageId: ``image_id`` if given, else the feature's ``ImageId``/``image`` property, else the
     file stem. Confidence: the ``confidence``/``Confidence`` property, default 1.0. Coordinates
     are used as they are (truth and proposals must share a CRS). Features whose geometry cannot
     be read are reported and skipped; a file that is not GeoJSON at all is an :class:`InputError`.
+    ``class_field`` (building types): the property of each building's class (proposals without
+    it: ``class``), in the frame's ``class`` column; a file none of whose features has it is an
+    :class:`InputError` naming the field and the properties seen.
     """
     path = Path(path)
     p = str(path)
     feats, _ = geojson.read(path, what=f"{role} GeoJSON")
     stem = path.stem
-    ids, geoms, confs, lines, problems = [], [], [], [], []
+    ids, geoms, confs, lines, problems, props_kept = [], [], [], [], [], []
     for n, f in enumerate(feats):
         where = f"feature {n}"
         try:
@@ -192,9 +221,16 @@ def read_geojson(path, role: str = "proposals", image_id: str | None = None):
         geoms.append(geom)
         confs.append(c)
         lines.append(n)
+        props_kept.append(props)
     garr = _to_2d(np.asarray(geoms, dtype=object)) if geoms else np.zeros(0, object)
     problems += _check_geometries(garr, [f"feature {n}" for n in lines], p, role)
-    return make_frame(ids, garr, confs, source=p, lines=lines), problems
+    classes = None
+    if class_field:
+        classes = [None] * len(props_kept)
+        if props_kept:
+            key = _class_source({k for pr in props_kept for k in pr}, class_field, role, p)
+            classes = [_class_value(pr.get(key)) for pr in props_kept]
+    return make_frame(ids, garr, confs, source=p, lines=lines, classes=classes), problems
 
 
 def geojson_files(directory) -> dict[str, Path]:
@@ -210,7 +246,7 @@ def geojson_files(directory) -> dict[str, Path]:
     return out
 
 
-def read_geojson_dir(directory, role: str = "proposals"):
+def read_geojson_dir(directory, role: str = "proposals", class_field: str = ""):
     """Every GeoJSON file of a directory; the ImageId of each feature is its file's stem, so
     truth and proposal directories are matched by file name. Returns ``(frame, problems)``."""
     d = Path(directory)
@@ -221,10 +257,11 @@ def read_geojson_dir(directory, role: str = "proposals"):
     if not files:
         problems.append(Problem(str(d), "", "no GeoJSON files: no proposals"))
     for stem, f in files.items():
-        fr, pr = read_geojson(f, role=role, image_id=stem)
+        fr, pr = read_geojson(f, role=role, image_id=stem, class_field=class_field)
         if not len(fr):
             # an image with no buildings still counts, as a SpaceNet CSV's POLYGON EMPTY row does
-            fr = make_frame([stem], [shapely.Polygon()], [1.0], source=str(f), lines=[-1])
+            fr = make_frame([stem], [shapely.Polygon()], [1.0], source=str(f), lines=[-1],
+                            classes=[None] if class_field else None)
         frames.append(fr)
         problems += pr
     frame = pd.concat(frames, ignore_index=True) if frames else _empty_frame(str(d))
@@ -251,15 +288,15 @@ def input_format(path) -> str:
     return "geojson" if head[:1] in (b"{", b"[") else "csv"
 
 
-def read_footprints(path, role: str = "proposals"):
+def read_footprints(path, role: str = "proposals", class_field: str = ""):
     """Any supported input: ``(frame, problems, format)`` with format 'csv', 'geojson' or 'dir'."""
     fmt = input_format(path)
     if fmt == "csv":
-        frame, problems = read_spacenet_csv(path, role=role)
+        frame, problems = read_spacenet_csv(path, role=role, class_field=class_field)
     elif fmt == "geojson":
-        frame, problems = read_geojson(path, role=role)
+        frame, problems = read_geojson(path, role=role, class_field=class_field)
     else:
-        frame, problems = read_geojson_dir(path, role=role)
+        frame, problems = read_geojson_dir(path, role=role, class_field=class_field)
     return frame, problems, fmt
 
 
@@ -303,19 +340,21 @@ def pair_images(t_df: pd.DataFrame, p_df: pd.DataFrame, t_fmt: str, p_fmt: str, 
 
 
 def evaluate_files(truth, proposals, iou: float = DEFAULT_IOU, min_area: float | None = None,
-                   problems: list | None = None) -> dict:
+                   problems: list | None = None, class_field: str = "") -> dict:
     """The SpaceNet metric on two inputs (SpaceNet CSV, GeoJSON file or directory of GeoJSON).
 
     ``min_area`` None means :func:`default_min_area` of the truth's format. Row-level problems
     of either file are appended to ``problems`` (if given) and listed under the result's
     ``"problems"`` key (present only when there are any). How images were paired
     (:func:`pair_images`) is under ``"pairing"``, the area filter used under ``"min_area"``.
-    Raises :class:`InputError` for inputs that cannot be evaluated at all.
+    Raises :class:`InputError` for inputs that cannot be evaluated at all. ``class_field``
+    (building types): the truth's class property/column (the proposals' too, or their
+    ``class``); the result adds ``by_class`` and ``class_mean_f1`` (a match needs the same class).
     """
     if not 0.0 <= float(iou) < 1.0:
         raise InputError(f"IoU threshold must be in [0, 1), got {iou}")
-    t_df, t_prob, t_fmt = read_footprints(truth, role="truth")
-    p_df, p_prob, p_fmt = read_footprints(proposals, role="proposals")
+    t_df, t_prob, t_fmt = read_footprints(truth, role="truth", class_field=class_field)
+    p_df, p_prob, p_fmt = read_footprints(proposals, role="proposals", class_field=class_field)
     p_df, pairing = pair_images(t_df, p_df, t_fmt, p_fmt, truth, proposals)
     if min_area is None:
         min_area = default_min_area(t_fmt)
@@ -355,3 +394,37 @@ def split_block(result: dict, images) -> dict:
     fp = sum(v["fp"] for k, v in result["by_image"].items() if k in images)
     fn = sum(v["fn"] for k, v in result["by_image"].items() if k in images)
     return {"images": sorted(images & set(result["by_image"])), **prf(tp, fp, fn)}
+
+
+def _in_regions(ids, geoms, by_image: dict) -> np.ndarray:
+    ids = np.asarray(ids, dtype=object)
+    geoms = np.asarray(list(geoms), dtype=object) if len(ids) else np.zeros(0, dtype=object)
+    keep = np.zeros(len(ids), bool)
+    for image, region in by_image.items():
+        sel = np.flatnonzero(ids == image)
+        if len(sel):
+            keep[sel] = centroid_in(geoms[sel], region)
+    return keep
+
+
+def region_blocks(truth, proposals, regions: dict, iou: float = DEFAULT_IOU, min_area: float = 0.0) -> dict:
+    """Each split scored on its own part of the images (a block split's held-out score).
+
+    ``truth``: (image ids, geometries); ``proposals``: (image ids, geometries, confidences);
+    ``regions``: {split: {image: region}} (:func:`footprints.split.split_regions`). A building
+    (truth or proposal) counts for a split when its centroid lies in the split's region of its
+    image; what lies elsewhere (other splits, the buffer between them) is left out. Returns
+    {split: {"images", "tp", "fp", "fn", "precision", "recall", "f1", "scored_on": "blocks"}}.
+    """
+    t_ids, t_geoms = (np.asarray(list(a), dtype=object) for a in truth)
+    p_ids, p_geoms, p_conf = (np.asarray(list(a), dtype=object) for a in proposals)
+    out = {}
+    for name, by_image in regions.items():
+        t = _in_regions(t_ids, t_geoms, by_image)
+        p = _in_regions(p_ids, p_geoms, by_image)
+        res = evaluate_frames(make_frame(t_ids[t], t_geoms[t]),
+                              make_frame(p_ids[p], p_geoms[p], p_conf[p].astype(float)),
+                              iou=iou, min_area=min_area, aoi_of=lambda i: i)
+        tot = res["total"]
+        out[name] = {"images": sorted(by_image), **prf(tot["tp"], tot["fp"], tot["fn"]), "scored_on": "blocks"}
+    return out

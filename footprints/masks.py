@@ -11,6 +11,10 @@ Mask kinds:
   ``boundary_width`` pixels just inside each building's outline; contact marks pixels
   within ``contact_distance``/2 metres of two or more buildings, i.e. the gaps and shared
   walls between buildings closer than ``contact_distance``.
+
+Building types (``classes``): the footprint band becomes one band per class (each building
+burnt into its class's band), in the order of the classes, followed by boundary and contact
+(``3class``), which are computed over all buildings together.
 """
 from __future__ import annotations
 
@@ -58,21 +62,32 @@ def contact_mask(geoms, shape, transform: Affine, distance_m: float) -> np.ndarr
 
 
 def make_mask(geoms, shape, transform: Affine, kind: str = "footprint", boundary_width: float = 1.0,
-              contact_distance: float = 2.0) -> np.ndarray:
-    """(bands, H, W) uint8 mask with values 0/255."""
-    fp = footprint_mask(geoms, shape, transform)
-    if kind == "footprint":
-        return fp[None] * np.uint8(255)
-    if kind != "3class":
+              contact_distance: float = 2.0, classes=None, n_classes: int = 0) -> np.ndarray:
+    """(bands, H, W) uint8 mask with values 0/255. ``n_classes`` >= 1 (building types):
+    ``classes[i]`` is geometry i's class index, and the footprint is one band per class."""
+    if kind not in ("footprint", "3class"):
         raise ValueError(f"unknown mask kind {kind!r}")
+    if n_classes:
+        cls = np.asarray(classes, dtype=np.int64).reshape(-1)
+        if len(cls) != len(geoms) or (len(cls) and (cls.min() < 0 or cls.max() >= n_classes)):
+            raise ValueError(f"make_mask: {len(geoms)} geometries need as many class indexes in [0, {n_classes})")
+        fps = [footprint_mask([g for g, c in zip(geoms, cls) if c == k], shape, transform) for k in range(n_classes)]
+        fp = np.maximum.reduce(fps)
+    else:
+        fp = footprint_mask(geoms, shape, transform)
+        fps = [fp]
+    if kind == "footprint":
+        return np.stack(fps) * np.uint8(255)
     bd = boundary_mask(geoms, shape, transform, boundary_width, fp)
     ct = contact_mask(geoms, shape, transform, contact_distance)
-    return np.stack([fp, bd, ct]) * np.uint8(255)
+    return np.stack([*fps, bd, ct]) * np.uint8(255)
 
 
-def mask_bands(kind: str) -> list[str]:
-    """Names of a mask kind's bands, in order."""
-    return ["footprint"] if kind == "footprint" else ["footprint", "boundary", "contact"]
+def mask_bands(kind: str, classes=()) -> list[str]:
+    """Names of a mask kind's bands, in order (with building types, the class names in place
+    of ``footprint``)."""
+    fp = list(classes) or ["footprint"]
+    return fp if kind == "footprint" else [*fp, "boundary", "contact"]
 
 
 def labels_in_window(geoms, window_poly) -> int:
@@ -144,8 +159,10 @@ def srid_transformer(conn):
     return to_image_crs
 
 
-def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin: float) -> dict[str, list]:
-    """Every tile's labels, in the image CRS: {tile_id: [geometry]}.
+def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin: float,
+                      class_of: dict | None = None) -> dict[str, list]:
+    """Every tile's labels, in the image CRS: {tile_id: [geometry]}. ``class_of`` (building
+    types): a dict filled with ``{id(geometry): its class}`` (None where the label has none).
 
     One set-based label query per image (an index scan over the image outline grown by
     ``margin``, in image CRS units); the labels are then assigned to the tiles of the regular
@@ -171,6 +188,8 @@ def query_tile_labels(conn, image: str, tiling: str, sources: list[str], margin:
         if s != srid:
             sel = label_srids == s
             geoms[sel] = to_image_crs(geoms[sel], int(s), srid)
+    if class_of is not None:
+        class_of.update((id(g), r[2]) for g, r in zip(geoms, rows))
     return assign_to_tiles(geoms, transform, tile_ids, col_offs, row_offs, tw, th, m + 1)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import rasterio
@@ -86,3 +87,37 @@ def raster_info(path) -> dict:
                     "width": src.width, "height": src.height}
     except rasterio.errors.RasterioIOError as e:
         raise InputError(path, f"cannot read raster: {e}") from None
+
+
+class WindowReader:
+    """Thread-safe windowed reads of one raster: each thread gets its own dataset handle (a GDAL
+    dataset must not be shared between threads). ``reader(window_dict) -> (H, W, bands)``;
+    use as a context manager, which closes every handle."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._local = threading.local()
+        self._opened: list = []
+        self._lock = threading.Lock()
+
+    def _src(self):
+        src = getattr(self._local, "src", None)
+        if src is None:
+            src = open_raster(self.path)
+            self._local.src = src
+            with self._lock:
+                self._opened.append(src)
+        return src
+
+    def __call__(self, t: dict) -> np.ndarray:
+        w = Window(t["col_off"], t["row_off"], t["width"], t["height"])
+        return np.moveaxis(self._src().read(window=w), 0, -1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            for src in self._opened:
+                src.close()
+            self._opened.clear()

@@ -17,6 +17,11 @@ It reproduces solaris' ``spacenet_buildings_2`` / ``Evaluator.eval_iou_spacenet_
 * TP/FP/FN are summed per AOI (the ImageId without its trailing ``_imgN``) and in total, and
   precision, recall and F1 are recomputed from the sums.
 
+Building types (frames with a ``class`` column on both sides): ``by_class`` scores each class on
+its own (a match needs the IoU rule above *and* the same class: truth and proposals of one class
+are matched as above), and ``class_mean_f1`` is the unweighted mean of the per-class F1s over
+the classes that occur in the truth or the proposals (the Tanzania challenge's figure).
+
 Candidate pairs come from one shapely 2 ``STRtree`` query (never all pairs), so 100k truth and
 100k proposals evaluate in seconds.
 
@@ -36,7 +41,7 @@ import shapely
 __all__ = [
     "DEFAULT_IOU", "SPACENET_MIN_AREA", "FRAME_COLUMNS", "Matching", "aoi_of_image_id", "prf", "make_frame",
     "repair", "candidate_pairs", "pair_iou", "iou_upper_bound", "match_frames", "score", "evaluate_frames",
-    "iou_by_building", "per_image_frame",
+    "iou_by_building", "per_image_frame", "class_scores",
 ]
 
 DEFAULT_IOU = 0.5
@@ -68,8 +73,9 @@ def prf(tp: int, fp: int, fn: int) -> dict:
 
 
 def make_frame(image_ids: Iterable, geometries: Iterable, confidence: Iterable | None = None,
-               source: str = "", lines: Iterable | None = None) -> pd.DataFrame:
-    """The common tabular form: image_id, geometry (shapely), confidence, area, source, line.
+               source: str = "", lines: Iterable | None = None, classes: Iterable | None = None) -> pd.DataFrame:
+    """The common tabular form: image_id, geometry (shapely), confidence, area, source, line
+    (and ``class`` when ``classes`` is given: building types).
 
     ``area`` is the area of the geometry as given (before any repair), as solaris filters on it.
     """
@@ -86,8 +92,14 @@ def make_frame(image_ids: Iterable, geometries: Iterable, confidence: Iterable |
     area = shapely.area(geoms) if n else np.zeros(0)
     area = np.where(np.isnan(area), 0.0, area)
     line = np.arange(n) if lines is None else np.asarray(list(lines), dtype=np.int64)
-    return pd.DataFrame({"image_id": pd.Series(ids, dtype=object), "geometry": pd.Series(geoms, dtype=object),
-                         "confidence": conf, "area": area, "source": source, "line": line})
+    df = pd.DataFrame({"image_id": pd.Series(ids, dtype=object), "geometry": pd.Series(geoms, dtype=object),
+                       "confidence": conf, "area": area, "source": source, "line": line})
+    if classes is not None:
+        cls = [None if c is None else str(c) for c in classes]
+        if len(cls) != n:
+            raise ValueError(f"make_frame: {len(cls)} classes for {n} geometries")
+        df["class"] = pd.Series(cls, dtype=object)
+    return df
 
 
 def _column(df: pd.DataFrame, name: str, default=None) -> np.ndarray:
@@ -395,7 +407,33 @@ def evaluate_frames(truth_df: pd.DataFrame, prop_df: pd.DataFrame, iou: float = 
     metres; then ``min_area`` is in m²).
     """
     m = match_frames(truth_df, prop_df, iou=iou, min_area=min_area, repair_method=repair_method, prune=prune)
-    return score(truth_df, prop_df, m, aoi_of=aoi_of)
+    out = score(truth_df, prop_df, m, aoi_of=aoi_of)
+    if "class" in truth_df.columns and "class" in prop_df.columns:
+        out.update(class_scores(truth_df, prop_df, iou=iou, min_area=min_area, repair_method=repair_method,
+                                prune=prune))
+    return out
+
+
+def class_scores(truth_df: pd.DataFrame, prop_df: pd.DataFrame, iou: float = DEFAULT_IOU, min_area: float = 0.0,
+                 classes=None, repair_method: str = "buffer0", prune: bool = True) -> dict:
+    """``{"by_class": {class: {tp, fp, fn, precision, recall, f1}}, "class_mean_f1": x}`` of two
+    frames with a ``class`` column: each class matched on its own (same rule as
+    :func:`match_frames`, so a match needs the IoU *and* the same class), counts summed over
+    the images. ``classes``: their order (default: sorted, those of either frame); the mean is
+    over the classes that occur in the truth or the proposals."""
+    t_cls = np.asarray(truth_df["class"], dtype=object)
+    p_cls = np.asarray(prop_df["class"], dtype=object)
+    seen = {c for c in np.concatenate([t_cls, p_cls]).tolist() if isinstance(c, str)}
+    order = list(classes) if classes is not None else sorted(seen)
+    by_class = {}
+    for c in order:
+        t = truth_df[t_cls == c]
+        p = prop_df[p_cls == c]
+        m = match_frames(t, p, iou=iou, min_area=min_area, repair_method=repair_method, prune=prune)
+        fn = m.fn(_areas(t, _geometries(t)))
+        by_class[str(c)] = prf(int(m.tp.sum()), int(m.fp.sum()), int(fn.sum()))
+    f1s = [by_class[str(c)]["f1"] for c in order if c in seen]
+    return {"by_class": by_class, "class_mean_f1": float(np.mean(f1s)) if f1s else 0.0}
 
 
 def iou_by_building(truth_df: pd.DataFrame, matching: Matching) -> pd.DataFrame:

@@ -138,7 +138,11 @@ def pad_to(arr: np.ndarray, h: int, w: int, values) -> np.ndarray:
 
 
 def to_uint8(prob: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(prob, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    """round(255 p), clipped to 0..255 (one temporary, converted in place)."""
+    t = np.multiply(prob, np.float32(255.0), dtype=np.float32)
+    np.rint(t, out=t)
+    np.clip(t, 0, 255, out=t)
+    return t.astype(np.uint8)
 
 
 def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
@@ -212,51 +216,69 @@ def output_profile(width, height, bands, crs, transform, compress: str = "zstd",
             prof["zstd_level"] = 1
     if bands > 1:
         prof["interleave"] = "pixel"
+    prof["num_threads"] = "ALL_CPUS"  # GDAL compresses the blocks of a strip in parallel
     return prof
 
 
-def _threaded(fn, items, depth: int = 2):
-    """Yield ``fn(item)`` for each item, computed one step ahead in a background thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+def _threaded(fn, items, depth: int = 2, workers: int = 1):
+    """Yield ``fn(item)`` for each item, in order, computed ahead by ``workers`` background
+    threads (at most ``depth`` results waiting). numpy, GDAL and the inference runtimes release
+    the GIL, so the threads decode and convert in parallel."""
+    items = list(items)
+    workers = max(1, min(workers, len(items) or 1))
+    depth = max(depth, workers)
+    results: dict = {}
+    cond = threading.Condition()
+    state = {"next": 0, "emitted": 0, "stop": False}
 
     def worker():
-        try:
-            for it in items:
-                if stop.is_set():
-                    return
-                q.put(("ok", fn(it)))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(("err", e))
-        q.put(("end", None))
-
-    th = threading.Thread(target=worker, daemon=True)
-    th.start()
-    try:
         while True:
-            kind, val = q.get()
-            if kind == "end":
-                return
+            with cond:
+                while not state["stop"] and state["next"] < len(items) and state["next"] - state["emitted"] >= depth:
+                    cond.wait()
+                if state["stop"] or state["next"] >= len(items):
+                    return
+                i = state["next"]
+                state["next"] += 1
+            try:
+                r = ("ok", fn(items[i]))
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                r = ("err", e)
+            with cond:
+                results[i] = r
+                cond.notify_all()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for th in threads:
+        th.start()
+    try:
+        for i in range(len(items)):
+            with cond:
+                while i not in results:
+                    cond.wait()
+                kind, val = results.pop(i)
+                state["emitted"] = i + 1
+                cond.notify_all()
             if kind == "err":
                 raise val
             yield val
     finally:
-        stop.set()
-        while th.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                th.join(0.05)
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        for th in threads:
+            th.join()
 
 
 def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: int = 1, pad_values=0.0,
-                  nodata=None, progress=None) -> dict:
+                  nodata=None, progress=None, readers: int = 2) -> dict:
     """Predict every tile and write its core into ``dst`` (an open rasterio dataset).
 
     ``tiles``: dicts with the tile-index keys (col_off, row_off, width, height, core_*);
     ``read_fn(tile) -> (H, W, bands)`` array; ``predict_fn(batch float32) -> (B, H, W, K)``
     probabilities. A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
-    Reading runs one batch ahead and writing one batch behind inference.
+    Reading runs ahead in ``readers`` threads (``read_fn`` must be thread-safe) and writing one
+    batch behind inference.
     Returns timing and counts.
     """
     tiles = sorted(tiles, key=lambda t: (t["core_row_off"], t["core_col_off"]))
@@ -320,7 +342,7 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
     wt = threading.Thread(target=write_loop, daemon=True)
     wt.start()
     try:
-        for batch, x, masks in _threaded(load, batches):
+        for batch, x, masks in _threaded(load, batches, depth=readers + 1, workers=readers):
             if errors:
                 break
             t = time.perf_counter()

@@ -11,6 +11,7 @@ per-tile results can be stitched (PredictImage) and deduplicated (DeduplicateBor
 """
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,7 @@ import numpy as np
 import psycopg2.extras
 import rasterio
 from affine import Affine
+from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from footprints import geojson
@@ -176,13 +178,55 @@ def _write_tile_rows(args) -> tuple[int, bool]:
                 has_data = has_data or _has_data(strip, nodata)
                 for s in chunk:
                     arr = strip[:, :, s.col_off - c0 : s.col_off - c0 + s.width]
-                    with rasterio.open(Path(out_dir) / f"{s.tile_id}.tif", "w", **tile_profile(prof, s, src.transform, compress)) as dst:
-                        dst.write(arr)
+                    write_tiff(Path(out_dir) / f"{s.tile_id}.tif", tile_profile(prof, s, src.transform, compress), arr)
                     n += 1
     return n, has_data
 
 
+def write_tiff(path, profile: dict, arr: np.ndarray) -> None:
+    """Write ``arr`` as a GeoTIFF file ``path`` (``profile``: rasterio's, with the driver).
+
+    GDAL builds the file in memory and Python writes its bytes, so a full disk raises
+    ``OSError(ENOSPC)``: written straight to disk, libtiff only prints the error and leaves an
+    empty or truncated tile behind that looks like any other."""
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(arr)
+        data = mem.read()
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_WHILE = "no space left on device while"
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _DISK_FULL
+
+
+def disk_full_error(e: OSError, out_dir, what: str) -> OSError:
+    """The one-line error of a full disk (or quota) while writing ``what`` into ``out_dir``
+    (``e`` itself when it is one already)."""
+    if _WHILE in str(e):
+        return e
+    return OSError(e.errno, f"{Path(out_dir).parent}: {_WHILE} writing {what} "
+                            f"({e.strerror or e}); free some space or point FOOTPRINTS_WORKDIR at a larger disk, "
+                            f"then rerun (nothing half-written is kept)")
+
+
 def write_tiles(src_path, out_dir, specs: list[TileSpec], compress: str = "zstd", workers: int = 1, progress=None) -> int:
+    """Write ``specs`` as GeoTIFFs (see :func:`_write_tiles`); a full disk is an ``OSError``
+    naming the directory and what to do (:func:`disk_full_error`)."""
+    try:
+        return _write_tiles(src_path, out_dir, specs, compress, workers, progress)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(e, out_dir, "tiles") from None
+        raise
+
+
+def _write_tiles(src_path, out_dir, specs: list[TileSpec], compress: str = "zstd", workers: int = 1, progress=None) -> int:
     """Write ``specs`` as GeoTIFFs ``<tile_id>.tif`` into ``out_dir``; memory stays bounded
     by one strip (tile height x at most 16 MiB of columns) and a 16 MiB GDAL cache per worker.
     A raster whose every pixel is its nodata value, or whose pixels cannot be read, is an

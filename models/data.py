@@ -7,16 +7,22 @@
 - **Augmentation**: seeded per (seed, epoch, sample): flips, 90° rotations, brightness and
   contrast, identical geometry for image and mask. A resumed run sees the same samples as an
   uninterrupted one.
+- **Rare building types** (``class_share``, masks with one footprint band per class): at least
+  that share of each epoch's crops is drawn for each class, from the tiles that hold it
+  (``class_px`` of the mask index), and centred on one of that class's pixels; the rest are drawn
+  as usual. Without types nothing changes.
 - **Normalisation**: per-band mean/std of the training tiles (nodata excluded)
   (:func:`band_statistics`), stored in the model's first layer (:class:`models.Standardize`), so
   inference uses the same numbers.
 """
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -152,7 +158,7 @@ class TileDataset(keras.utils.PyDataset):
     def __init__(self, items, batch_size: int, crop: int, training: bool, seed: int = 0,
                  samples_per_epoch: int = 0, augment: Augment | None = None, mean=None, std=None,
                  nodata=None, value_range=None, initial_epoch: int = 0, cache: TileCache | None = None,
-                 workers: int = 1, max_queue_size: int = 8):
+                 workers: int = 1, max_queue_size: int = 8, class_share: float = 0.0):
         super().__init__(workers=max(1, workers), use_multiprocessing=False, max_queue_size=max_queue_size)
         if not items:
             raise ValueError("TileDataset: no tiles")
@@ -164,7 +170,12 @@ class TileDataset(keras.utils.PyDataset):
         self.epoch = int(initial_epoch)
         self.cache = cache or TileCache(0)
         self._orders: dict[int, np.ndarray] = {}
+        self._targets: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
+        # building types: per tile, the pixels of each class (MakeMasks' class_px)
+        px = [it.get("class_px") for it in self.items]
+        self.class_px = np.asarray(px, dtype=np.int64) if training and class_share > 0 and all(px) else None
+        self.class_share = float(class_share) if self.class_px is not None else 0.0
 
     def __len__(self):
         if self.training:
@@ -180,11 +191,40 @@ class TileDataset(keras.utils.PyDataset):
         with self._lock:
             if epoch not in self._orders:
                 rng = np.random.default_rng([self.seed, epoch, 0])
-                reps = math.ceil(self.samples / len(self.items))
-                self._orders = {epoch: np.concatenate([rng.permutation(len(self.items))
-                                                       for _ in range(reps)])[:self.samples],
-                                **{e: o for e, o in self._orders.items() if e >= epoch - 1}}
+                order, target = self._draw(rng)
+                self._orders = {epoch: order, **{e: o for e, o in self._orders.items() if e >= epoch - 1}}
+                self._targets = {epoch: target, **{e: o for e, o in self._targets.items() if e >= epoch - 1}}
             return self._orders[epoch]
+
+    def target(self, epoch: int) -> np.ndarray:
+        """Per position of the epoch: the class its crop is centred on, -1 for a free crop."""
+        self.order(epoch)
+        with self._lock:
+            return self._targets[epoch]
+
+    def _draw(self, rng) -> tuple[np.ndarray, np.ndarray]:
+        """(tile indexes, target classes) of an epoch. Without building types every tile once
+        per pass, shuffled. With them, ``class_share`` of the positions (at most an equal share
+        each) go to each class present in some tile: tiles that hold it, centred on it."""
+        n, k = self.samples, len(self.items)
+        reserved, classes = [], []
+        if self.class_px is not None:
+            share = min(self.class_share, 1.0 / self.class_px.shape[1])
+            for c in range(self.class_px.shape[1]):
+                has = np.flatnonzero(self.class_px[:, c] > 0)
+                if len(has):
+                    m = min(n - sum(map(len, reserved)), math.ceil(share * n))
+                    reserved.append(has[rng.integers(0, len(has), m)])
+                    classes.append(np.full(m, c))
+        rest = n - sum(map(len, reserved))
+        reps = math.ceil(rest / k)
+        free = np.concatenate([rng.permutation(k) for _ in range(reps)])[:rest] if rest else np.zeros(0, np.int64)
+        if not reserved:
+            return free, np.full(n, -1)
+        order = np.concatenate([*reserved, free])
+        target = np.concatenate([*classes, np.full(rest, -1)])
+        mix = rng.permutation(n)
+        return order[mix], target[mix]
 
     def sample(self, position: int, epoch: int):
         """One (image, mask) pair (mask in its file's 0/255 uint8): deterministic in (seed,
@@ -195,6 +235,13 @@ class TileDataset(keras.utils.PyDataset):
             rng = np.random.default_rng([self.seed, epoch, 1 + position])
             h, w = item["height"], item["width"]
             r, c = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+            cls = int(self.target(epoch)[position]) if self.class_share else -1
+            if cls >= 0:  # a rare-class crop: centred on one of the class's pixels
+                ys, xs = np.nonzero(self.cache.get(item["mask"])[..., cls])
+                if len(ys):
+                    j = int(rng.integers(len(ys)))
+                    r = int(np.clip(ys[j] - s // 2, 0, h - s))
+                    c = int(np.clip(xs[j] - s // 2, 0, w - s))
         else:
             item = self.items[position]
             h, w = item["height"], item["width"]
@@ -249,7 +296,27 @@ def inspect_items(items, what: str) -> dict:
                              f"{ti['width']}x{ti['height']}")
         it.setdefault("width", ti["width"])
         it.setdefault("height", ti["height"])
-    if first_mask["bands"] not in (1, 3):
-        raise InputError(items[0]["mask"], f"masks need 1 or 3 bands, got {first_mask['bands']}")
-    return {"bands": first["bands"], "dtype": first["dtype"], "nodata": first["nodata"],
+    meta = {"bands": first["bands"], "dtype": first["dtype"], "nodata": first["nodata"],
             "n_classes": first_mask["bands"]}
+    names = mask_channels(items[0]["mask"], first_mask["bands"])
+    if names is not None:  # building types: one footprint band per class
+        meta["channels"] = names
+    elif first_mask["bands"] not in (1, 3):
+        raise InputError(items[0]["mask"], f"masks need 1 or 3 bands (or band names in their index.json: "
+                                           f"building types), got {first_mask['bands']}")
+    return meta
+
+
+def mask_channels(mask_path, bands: int) -> list[str] | None:
+    """The band names of a mask with building types (MakeMasks' ``index.json`` beside it, when it
+    lists ``classes``), else None."""
+    index = Path(mask_path).parent / "index.json"
+    if not index.is_file():
+        return None
+    d = json.loads(index.read_text())
+    names = d.get("bands")
+    if not d.get("classes") or not names:
+        return None
+    if len(names) != bands:
+        raise InputError(mask_path, f"{bands} bands, but {index} names {len(names)}: {names}")
+    return [str(n) for n in names]

@@ -24,7 +24,7 @@ import numpy as np
 
 from footprints.atomic import atomic_path
 from models.hardware import gpu_devices
-from models.unet import model_info
+from models.unet import arch_alignment, model_info
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def onnx_file(model, model_path) -> Path:
     out = model_path.with_name(f"{model_path.stem}.{_digest(model_path)}.onnx")
     if not out.exists():
         bands = model.inputs[0].shape[-1]
-        side = 2 ** model_info(model)["arch"]["depth"]
+        side = arch_alignment(model_info(model)["arch"])
         model.predict_on_batch(np.zeros((1, side, side, bands), np.float32))  # export needs a called model
         with atomic_path(out) as tmp:
             model.export(str(tmp), format="onnx", verbose=False)

@@ -28,17 +28,16 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.windows import Window
 
 from footprints.errors import InputError
 from footprints.geo import as_affine
-from footprints.raster import open_raster, read_array
+from footprints.raster import WindowReader, open_raster, read_array
 from footprints.stitch import context_windows, group_cores, output_profile, pad_to, predict_tiles
 from footprints.tiling import read_tile_index, tile_grid
 from models.engines import engine_fn, resolve_engine
 from models.hardware import jit_setting, resolve_precision
 from models.io import load_model
-from models.unet import inference_model, model_info, receptive_margin
+from models.unet import arch_alignment, arch_margin, inference_model, model_info
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
         predict_fn, info = predictor or load_predictor(model_path, precision, engine)
         check_bands(index["count"], info, tpath)
         names = info["classes"]
-        align = 2 ** info["arch"]["depth"]
+        align = arch_alignment(info["arch"])
         pad, nodata = info["mean"], index.get("nodata")
 
         def read_fn(t):
@@ -164,7 +163,7 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
 
         tags = {"model": str(model_path), "precision": info["precision"], "engine": info["engine"]}
         if context == "auto":
-            context = receptive_margin(info["arch"]["depth"])
+            context = arch_margin(info["arch"])
             if (index.get("overlap", 0) // 2 - (align - 1) >= context and index.get("tile_size", 1) % align == 0):
                 context = 0  # the tiles' own overlap already gives every core its full context
         if int(context) > 0:
@@ -182,15 +181,12 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
 
 def _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names, batch_size,
                          compress, progress, tags, shape) -> dict:
-    """Windows read straight from the source raster (one reader thread uses the dataset)."""
-    with rasterio.open(source) as src:
+    """Windows read straight from the source raster (a dataset handle per reader thread)."""
+    with open_raster(source) as src:
         if (src.width, src.height, src.count) != shape:
             raise InputError(source, f"{src.width}x{src.height}x{src.count}, but its tile index describes "
                              f"{shape[0]}x{shape[1]}x{shape[2]} (re-run TileImage)")
-
-        def read_fn(t):
-            return np.moveaxis(src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
-
+    with WindowReader(source) as read_fn:
         return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
                               batch_size=batch_size, compress=compress, progress=progress, tags=tags)
 
@@ -202,29 +198,30 @@ def window_tiles(width: int, height: int, tile_size: int, overlap: int) -> list[
 
 def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int, context: int | str = "auto",
                  batch_size: int = 8, precision: str = "auto", compress: str = "zstd", progress=None,
-                 window: int = 0, engine: str = "keras") -> dict:
+                 window: int = 0, engine: str = "keras", predictor=None) -> dict:
     """Inference only: a trained model file on a GeoTIFF, windows read straight from it (the
-    ``Predict`` task's work). The grid is ``tile_size``/``overlap``; ``context`` as in
-    :func:`predict_image`."""
-    predict_fn, info = load_predictor(model_file, precision, engine)
+    ``Predict`` task's work, and the prediction service's). The grid is ``tile_size``/``overlap``;
+    ``context`` as in :func:`predict_image`. ``predictor``: an already loaded ``(predict_fn,
+    info)`` of ``model_file`` (the service loads it once)."""
+    predict_fn, info = predictor or load_predictor(model_file, precision, engine)
     with open_raster(image_path) as src:
         check_bands(src.count, info, image_path)
         if src.dtypes[0] != info.get("data", {}).get("dtype", src.dtypes[0]):
             log.warning("%s: %s pixels, the model was trained on %s", image_path, src.dtypes[0],
                         info["data"]["dtype"])
-        align = 2 ** info["arch"]["depth"]
+        align = arch_alignment(info["arch"])
         tiles = window_tiles(src.width, src.height, tile_size, overlap)
         if context == "auto":
-            context = receptive_margin(info["arch"]["depth"])
+            context = arch_margin(info["arch"])
         if context > 0:
             tiles, batch_size = plan_windows(tiles, src.width, src.height, context, align, window, batch_size)
         meta = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
-        read_fn = lambda t: np.moveaxis(  # noqa: E731 - one reader thread uses src
-            src.read(window=Window(t["col_off"], t["row_off"], t["width"], t["height"])), 0, -1)
+        nodata = src.nodata
+    with WindowReader(image_path) as read_fn:
         return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, info["mean"],
-                              src.nodata, info["classes"], batch_size=batch_size, compress=compress,
+                              nodata, info["classes"], batch_size=batch_size, compress=compress,
                               progress=progress, tags={"model": str(model_file), "precision": info["precision"],
-                                                       "context": str(context)})
+                                                       "engine": info["engine"], "context": str(context)})
 
 
 def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.ndarray:

@@ -32,6 +32,7 @@ class TrainParams:
 
     depth: int = 4
     base_filters: int = 16
+    input_scale: int = 1
     batchnorm: bool = False
     epochs: int = 15
     batch_size: int = 4
@@ -42,6 +43,7 @@ class TrainParams:
     warmup_loss: str = "bce"
     warmup_epochs: int = 0
     class_weights: tuple | None = None
+    class_share: float = 0.2  # building types: least share of an epoch's crops centred on each class
     flips: bool = True
     rotations: bool = True
     brightness: float = 0.1
@@ -71,7 +73,12 @@ class TrainParams:
         return cls(**kw)
 
     def significant(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if self.is_significant(k)}
+        d = {k: v for k, v in asdict(self).items() if self.is_significant(k)}
+        if d.get("input_scale") == 1:  # keys of full-resolution models stay what they were before it existed
+            del d["input_scale"]
+        if d.get("class_share") == 0.2:  # keys of models made before building types stay as they were
+            del d["class_share"]
+        return d
 
     def phases(self) -> list[tuple[int, int, str]]:
         """[(first epoch, end epoch, loss spec)], epochs 0-based, end exclusive."""

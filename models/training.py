@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -38,9 +39,11 @@ __all__ = ["TrainParams", "build_model_for", "compile_model", "make_optimizer", 
 log = logging.getLogger(__name__)
 
 
-def build_model_for(bands: int, n_classes: int, params: TrainParams, policy: str, mean, std, nodata, info: dict):
+def build_model_for(bands: int, n_classes: int, params: TrainParams, policy: str, mean, std, nodata, info: dict,
+                    channel_names=None):
     return build_unet(bands, n_classes, depth=params.depth, base_filters=params.base_filters, seed=params.seed,
-                      batchnorm=params.batchnorm, dtype_policy=policy, mean=mean, std=std, nodata=nodata, info=info)
+                      batchnorm=params.batchnorm, input_scale=params.input_scale, dtype_policy=policy, mean=mean, std=std, nodata=nodata, info=info,
+                      channel_names=channel_names)
 
 
 def make_optimizer(params: TrainParams, total_steps: int, policy: str):
@@ -83,6 +86,9 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     final = run_dir / "model.keras"
     if final.exists():
         return final
+    # the same recipe gives the same model on the same machine: deterministic kernels (read by
+    # TensorFlow when the first such op runs; the data pipeline and initialisers are seeded)
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(run_dir, ckpt)
@@ -111,7 +117,7 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     keras.utils.set_random_seed(params.seed)
     batch_size, gpus = setup_distribution(params.batch_size)
     policy = resolve_precision(params.precision)
-    align = alignment(params.depth)
+    align = alignment(params.depth, params.input_scale)
     crop = effective_crop(params.crop_size, [(it["height"], it["width"]) for it in train_items], align)
     samples = params.samples_per_epoch or max(
         batch_size, sum(round(it["height"] * it["width"] / crop ** 2) for it in train_items))
@@ -121,14 +127,15 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     aug = Augment(params.flips, params.rotations, params.brightness, params.contrast, params.color)
     train_ds = TileDataset(train_items, batch_size, crop, True, params.seed, samples, aug, mean, std, meta["nodata"],
                            dtype_range(meta["dtype"]), initial_epoch=state["epoch"], cache=cache,
-                           workers=params.workers)
+                           workers=params.workers, class_share=params.class_share)
     val_ds = (TileDataset(val_items, batch_size, val_crop, False, cache=cache, workers=params.workers)
               if val_items else None)
     monitor = "val_iou" if val_ds is not None else "iou"
 
     info = {"train": params.significant(), "precision": policy, "crop": crop, "monitor": monitor,
             "data": {k: meta[k] for k in ("dtype", "nodata")}, **params.extra}
-    model = build_model_for(meta["bands"], meta["n_classes"], params, policy, mean, std, meta["nodata"], info)
+    model = build_model_for(meta["bands"], meta["n_classes"], params, policy, mean, std, meta["nodata"], info,
+                            meta.get("channels"))  # building types: the masks' band names
     optimizer = make_optimizer(params, steps * params.epochs, policy)
     start = state["epoch"]
     if start:

@@ -72,9 +72,21 @@ class Standardize(layers.Layer):
         return cfg
 
 
-def alignment(depth: int) -> int:
+def alignment(depth: int, input_scale: int = 1) -> int:
     """Tile offsets and input sizes must be multiples of this for tiled == whole-image output."""
-    return 2 ** depth
+    return input_scale * 2 ** depth
+
+
+def arch_alignment(arch: dict) -> int:
+    """:func:`alignment` of a saved model's ``arch``."""
+    return alignment(arch["depth"], arch.get("input_scale", 1))
+
+
+def arch_margin(arch: dict) -> int:
+    """:func:`receptive_margin` of a saved model's ``arch``, in input pixels: the U-Net's reach at
+    its own resolution, plus the downscaling and upsampling windows and the 3x3 head."""
+    s = arch.get("input_scale", 1)
+    return receptive_margin(arch["depth"]) * s + (2 * s + 1 if s > 1 else 0)
 
 
 def receptive_margin(depth: int, convs_per_level: int = 2) -> int:
@@ -121,11 +133,15 @@ def build_unet(
     batchnorm: bool = True,
     bn_momentum: float = 0.9,
     head_bias: float = -2.0,
+    input_scale: int = 1,
+    channel_names=None,
 ) -> keras.Model:
     """A U-Net: ``depth`` poolings, ``base_filters * 2**level`` filters, sigmoid head.
 
     - ``input_bands``: 1, 3, 8, ... raw bands (the model standardises them itself).
     - ``n_classes``: 1 (footprint) or 3 (footprint, boundary, contact); independent sigmoids.
+      Building types: any number, named by ``channel_names`` (one footprint channel per class,
+      then boundary and contact), saved as the model's ``classes``.
     - ``seed``: every initializer is seeded from it, so two builds are identical.
     - ``dtype_policy``: e.g. ``"mixed_bfloat16"``; ``None`` uses Keras' global policy.
       The head is always float32.
@@ -134,13 +150,18 @@ def build_unet(
       :func:`inference_model` folds a trained network into (about 3x faster on CPU).
     - ``head_bias``: initial logit bias, i.e. a prior of sigmoid(-2) = 12% positives: buildings
       are the minority class, and starting near the prior avoids large early updates.
+    - ``input_scale``: > 1 averages the standardised image over ``input_scale``² pixels first and
+      upsamples the last features back (nearest) into a 3x3 head: the U-Net runs at 1/input_scale
+      resolution, about input_scale² times cheaper (the CPU demo recipe); 1: full resolution.
     - ``bn_momentum``: of the BatchNorm moving statistics; 0.9 (not Keras' 0.99) so that short
       runs of a few hundred steps validate with settled statistics.
     """
     if input_bands < 1:
         raise ValueError(f"input_bands must be >= 1, got {input_bands}")
-    if n_classes not in CLASS_NAMES:
-        raise ValueError(f"n_classes must be 1 or 3, got {n_classes}")
+    if channel_names is not None and len(channel_names) != n_classes:
+        raise ValueError(f"{len(channel_names)} channel names for {n_classes} channels")
+    if channel_names is None and n_classes not in CLASS_NAMES:
+        raise ValueError(f"n_classes must be 1 or 3 (or name every channel: channel_names), got {n_classes}")
     if depth < 1 or base_filters < 1:
         raise ValueError(f"depth and base_filters must be >= 1, got {depth}, {base_filters}")
     policy = dtype_policy or keras.config.dtype_policy().name
@@ -149,10 +170,17 @@ def build_unet(
     arch = dict(input_bands=int(input_bands), n_classes=int(n_classes), depth=int(depth),
                 base_filters=int(base_filters), seed=int(seed), batchnorm=bool(batchnorm),
                 bn_momentum=float(bn_momentum))
-    info = {**(info or {}), "arch": arch, "classes": list(CLASS_NAMES[n_classes])}
+    if input_scale > 1:
+        arch["input_scale"] = int(input_scale)
+    if channel_names is not None:
+        arch["channel_names"] = [str(c) for c in channel_names]
+    names = arch.get("channel_names") or CLASS_NAMES[n_classes]
+    info = {**(info or {}), "arch": arch, "classes": list(names)}
 
     inputs = keras.Input(shape=(None, None, input_bands), dtype="float32", name="image")
     x = Standardize(mean=mean, std=std, nodata=nodata, info=info, name="standardize")(inputs)
+    if input_scale > 1:  # the U-Net sees the image at 1/input_scale resolution (input_scale² cheaper)
+        x = layers.AveragePooling2D(input_scale, name="downscale", dtype=policy)(x)
     skips = []
     for level in range(depth):
         x = _conv_block(x, base_filters * 2 ** level, f"enc{level}", seed + 10 * level, policy, batchnorm, bn_momentum)
@@ -170,8 +198,11 @@ def build_unet(
         x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{level}", dtype=policy)(x)
         x = layers.Concatenate(name=f"concat{level}", dtype=policy)([x, skips[level]])
         x = _conv_block(x, filters, f"dec{level}", seed + 200 + 10 * level, policy, batchnorm, bn_momentum)
+    if input_scale > 1:  # back to full resolution: nearest upsampling, then a 3x3 head smooths the steps
+        x = layers.UpSampling2D(input_scale, interpolation="nearest", name="upscale", dtype=policy)(x)
     x = layers.Conv2D(
-        n_classes, 1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999),
+        n_classes, 3 if input_scale > 1 else 1, padding="same",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 999),
         bias_initializer=keras.initializers.Constant(head_bias), name="logits", dtype=policy,
     )(x)
     outputs = layers.Activation("sigmoid", dtype="float32", name="probabilities")(x)

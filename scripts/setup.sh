@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent set-up shared by `make demo` and `make test`:
-#   1. apt: PostGIS for the local PostgreSQL major version, GDAL headers + tools, python venv
+#   1. apt: PostGIS for the local PostgreSQL major version, GDAL headers + tools, python venv,
+#      chromium (headless, for the map page's test) and npm where there is none
 #   2. a running PostgreSQL server (starts the local cluster if it is down)
 #   3. role $PGUSER (no superuser), database $PGDATABASE with PostGIS, template db for tests
 #   4. .venv with GDAL's Python bindings built against the system libgdal, then `pip install -e .[test]`
+#   5. npm ci: Leaflet for the map page of `footprints serve` (node_modules/)
 # A second run only checks and takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,9 +35,12 @@ if [ -z "$PGV" ]; then
 else
   dpkg -s "postgresql-$PGV-postgis-3" >/dev/null 2>&1 || want+=("postgresql-$PGV-postgis-3")
 fi
-for p in libgdal-dev gdal-bin python3-venv python3-dev build-essential; do
+# chromium: the headless browser of the map page's screenshot test (tests/models/test_service_map.py)
+for p in libgdal-dev gdal-bin python3-venv python3-dev build-essential chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || want+=("$p")
 done
+# npm installs the map page's JavaScript (package.json); a node from elsewhere (e.g. nodesource) is kept
+command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 if [ "${#want[@]}" -gt 0 ]; then
   log "apt-get install ${want[*]}"
   $SUDO apt-get update -qq
@@ -117,4 +122,12 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 "$VPY" -c 'from osgeo import gdal_array' 2>/dev/null || { rm -f "$stamp"; echo "osgeo.gdal_array is missing; rerun set-up" >&2; exit 1; }
+# ---------------------------------------------------------------- 5. the map page's JavaScript
+# `footprints serve` serves Leaflet from node_modules (nothing loads from the internet at run
+# time); npm ci installs exactly package-lock.json, again only when the lock file changed
+if [ ! -f node_modules/leaflet/dist/leaflet.js ] || ! cmp -s package-lock.json node_modules/.footprints-lock; then
+  log "npm ci (the map page's JavaScript)"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  cp package-lock.json node_modules/.footprints-lock
+fi
 log "ready: PostgreSQL $PGHOST:$PGPORT db=$PGDATABASE user=$PGUSER, venv $VENV_DIR, workdir $FOOTPRINTS_WORKDIR"

@@ -17,6 +17,8 @@ CREATE TABLE {child} (
     geom_pix    geometry(Polygon, 0) NOT NULL,
     geom        geometry(Polygon) NOT NULL,
     geom_4326   geometry(Polygon, 4326) NOT NULL,
+    class       text,
+    conf        real[],
     CONSTRAINT buildings_geom_srid_check CHECK (ST_SRID(geom) = srid),
     CONSTRAINT {bound} CHECK (batch = %(batch)s)
 );

@@ -5,9 +5,9 @@ SET LOCAL jit = off;
 WITH img AS MATERIALIZED (
     SELECT ST_GeomFromWKB(%(extent)s, %(srid)s) AS native, ST_GeomFromWKB(%(extent_4326)s, 4326) AS probe
 )
-SELECT ST_AsBinary(g)
+SELECT ST_AsBinary(g), class
 FROM (
-    SELECT l.id, ST_CollectionExtract(ST_Intersection(ST_Transform(l.geom, %(srid)s), img.native), 3) AS g
+    SELECT l.id, ST_CollectionExtract(ST_Intersection(ST_Transform(l.geom, %(srid)s), img.native), 3) AS g, l.class
     FROM labels l, img
     WHERE l.source = ANY(%(sources)s) AND ST_Intersects(l.geom_4326, img.probe)
 ) s

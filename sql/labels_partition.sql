@@ -15,6 +15,7 @@ CREATE TABLE {child} (
     properties     jsonb,
     geom           geometry(MultiPolygon) NOT NULL,
     geom_4326      geometry(MultiPolygon, 4326) NOT NULL,
+    class          text,                          -- building type ([data] class_field); NULL: one class
     CONSTRAINT labels_geom_srid_check CHECK (ST_SRID(geom) = srid),
     CONSTRAINT {bound} CHECK (source = %(source)s)
 );

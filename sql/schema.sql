@@ -94,10 +94,20 @@ BEGIN
             properties     jsonb,
             geom           geometry(MultiPolygon) NOT NULL,
             geom_4326      geometry(MultiPolygon, 4326) NOT NULL,
+            class          text,                          -- building type ([data] class_field); NULL: one class
             CONSTRAINT labels_geom_srid_check CHECK (ST_SRID(geom) = srid),
             PRIMARY KEY (source, feature_index)
         ) PARTITION BY LIST (source);
         ALTER SEQUENCE labels_id_seq OWNED BY labels.id;
+    END IF;
+END $$;
+-- Columns added after databases were made (building types): added where missing (looked up
+-- first, so that a schema check takes no lock on the tables where there is nothing to add).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('labels') AND attname = 'class'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE labels ADD COLUMN class text;
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS labels_default PARTITION OF labels DEFAULT;
@@ -141,7 +151,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     area_m2    double precision NOT NULL,
     srid       integer NOT NULL,
     geom_pix   geometry(Polygon, 0) NOT NULL,         -- image pixel coordinates (col, row)
-    geom       geometry(Polygon) NOT NULL CHECK (ST_SRID(geom) = srid)
+    geom       geometry(Polygon) NOT NULL CHECK (ST_SRID(geom) = srid),
+    conf       real[]                                 -- building types: mean probability per class; NULL: one class
 );
 CREATE INDEX IF NOT EXISTS predictions_run_image_idx ON predictions (run, image);
 CREATE INDEX IF NOT EXISTS predictions_geom_pix_gix ON predictions USING gist (geom_pix);
@@ -191,9 +202,22 @@ CREATE TABLE IF NOT EXISTS buildings (
     geom_pix    geometry(Polygon, 0) NOT NULL,
     geom        geometry(Polygon) NOT NULL,
     geom_4326   geometry(Polygon, 4326) NOT NULL,
+    class       text,                                 -- building types: the class of highest conf; NULL: one class
+    conf        real[],                               -- building types: mean probability per class ([data] classes order)
     CONSTRAINT buildings_geom_srid_check CHECK (ST_SRID(geom) = srid),
     PRIMARY KEY (batch, building_id)
 ) PARTITION BY LIST (batch);
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('predictions') AND attname = 'conf'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE predictions ADD COLUMN conf real[];
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('buildings') AND attname = 'conf'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE buildings ADD COLUMN class text, ADD COLUMN conf real[];
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS buildings_geom_gix ON buildings USING gist (geom);
 CREATE INDEX IF NOT EXISTS buildings_geom_pix_gix ON buildings USING gist (geom_pix);
 CREATE INDEX IF NOT EXISTS buildings_geom_4326_gix ON buildings USING gist (geom_4326);
@@ -225,3 +249,36 @@ BEGIN
         ALTER TABLE buildings DROP CONSTRAINT buildings_batch_check;
     END IF;
 END $$;
+
+-- Image series (TrackBuildings): the persistent ids of each AOI's buildings under one tracking
+-- ([track] method and min_iou, e.g. greedy_iou0.25) of a run's buildings. building_ids has one
+-- row per id with its first-seen footprint (what later dates are matched against), in the
+-- AOI's CRS (its first date's image CRS); building_id_dates says which building of which date
+-- carries the id. TrackBuildings replaces an AOI's rows and writes its marker in one transaction.
+CREATE TABLE IF NOT EXISTS building_ids (
+    run         text NOT NULL,                        -- buildings.run
+    tracking    text NOT NULL,
+    aoi         text NOT NULL,
+    id          integer NOT NULL,
+    first_date  text NOT NULL,
+    last_date   text NOT NULL,
+    n_dates     integer NOT NULL,                     -- dates on which the id is seen
+    srid        integer NOT NULL,
+    footprint   geometry(Polygon) NOT NULL,
+    CONSTRAINT building_ids_srid_check CHECK (ST_SRID(footprint) = srid),
+    PRIMARY KEY (run, tracking, aoi, id)
+);
+CREATE INDEX IF NOT EXISTS building_ids_footprint_gix ON building_ids USING gist (footprint);
+
+CREATE TABLE IF NOT EXISTS building_id_dates (
+    run         text NOT NULL,
+    tracking    text NOT NULL,
+    aoi         text NOT NULL,
+    id          integer NOT NULL,
+    date        text NOT NULL,
+    image       text NOT NULL,
+    building_id integer NOT NULL,                     -- buildings.building_id of (run, image)
+    area_m2     double precision NOT NULL,
+    PRIMARY KEY (run, tracking, image, building_id)
+);
+CREATE INDEX IF NOT EXISTS building_id_dates_aoi_idx ON building_id_dates (run, tracking, aoi, id);

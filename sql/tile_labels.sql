@@ -6,7 +6,7 @@
 -- as stored: no round trip through degrees. JIT is off for the rest of the caller's
 -- transaction: compiling costs more than it saves here.
 SET LOCAL jit = off;
-SELECT ST_AsBinary(l.geom) AS wkb, l.srid AS label_srid
+SELECT ST_AsBinary(l.geom) AS wkb, l.srid AS label_srid, l.class AS label_class
 FROM labels l
 WHERE l.source = ANY(%(sources)s)
   AND ST_Intersects(l.geom_4326, ST_GeomFromWKB(%(probe)s, 4326));

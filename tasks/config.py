@@ -10,6 +10,8 @@ from pathlib import Path
 
 import luigi
 
+from footprints.demo import typed as typed_demo
+from footprints.names import SN7_SERIES_PATTERN
 from models.params import TrainParams
 
 _T = TrainParams()  # the defaults of [train]
@@ -26,7 +28,7 @@ class data(luigi.Config):
 
     ``images``: a directory of GeoTIFFs (``*.tif``/``*.tiff``) or a glob.
     ``labels``: one GeoJSON file used for every image, or a directory of GeoJSONs matched to the images by file stem
-    (``<stem>.geojson``, also SpaceNet's ``..._<stem>.geojson``), or a glob.
+    (``<stem>.geojson``, also SpaceNet's ``..._<stem>.geojson`` and SpaceNet 7's ``<stem>_Buildings.geojson``), or a glob.
     ``label_crs``: CRS of label files that have no ``crs`` member and are not EPSG:4326
     (RFC 7946), e.g. ``EPSG:32616`` or a WKT/PROJ string. Empty: RFC 7946 / legacy ``crs``.
     """
@@ -37,6 +39,18 @@ class data(luigi.Config):
     demo_scenes = luigi.IntParameter(default=4)
     demo_size = luigi.IntParameter(default=1024)
     demo_seed = luigi.IntParameter(default=42)
+    demo_bands = luigi.ChoiceParameter(default=3, choices=[3, 8], var_type=int, description="3: uint8 RGB; 8: uint16 "
+                                       "WorldView-2 bands (coastal..NIR2), 11-bit values, as SpaceNet's MUL-PanSharpen")
+    demo_dates = luigi.IntParameter(default=1, description="> 1: each demo scene on this many monthly dates (a series)")
+    series_pattern = luigi.Parameter(default=SN7_SERIES_PATTERN, description="regex with groups aoi, date on image "
+                                     "stems: matching images form series; default SpaceNet 7's names; empty: none")
+    demo_typed = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                     description="the demo's buildings carry a condition (Complete, Incomplete, "
+                                     "Foundation) drawn as such; class_field and classes default to it")
+    class_field = luigi.Parameter(default="", description="label property naming each building's class (type); "
+                                  "empty: one class")
+    classes = luigi.Parameter(default="", description="comma-separated class values, in order; empty: one class")
+    default_class = luigi.Parameter(default="", description="class of features without a value; empty: the first class")
 
 
 class tiling(luigi.Config):
@@ -68,8 +82,10 @@ def workdir() -> Path:
 class polygonize(luigi.Config):
     """Probabilities -> building polygons (Polygonize) and their final clean-up (DeduplicateBorders)."""
 
-    threshold = luigi.FloatParameter(default=0.5, description="a pixel is a building where its probability > threshold")
-    min_area_m2 = luigi.FloatParameter(default=5.0, description="drop buildings smaller than this (m², image CRS)")
+    threshold = luigi.Parameter(default="auto", description="a pixel is a building where its probability > threshold; "
+                                "auto: TuneThreshold's value on the val split (0.5 without one)")
+    min_area_m2 = luigi.Parameter(default="auto", description="drop buildings smaller than this (m², image CRS); "
+                                  "auto: TuneThreshold's value on the val split (5 without one)")
     simplify_px = luigi.FloatParameter(default=1.0, description="Douglas-Peucker tolerance (pixels), topology preserving; 0: off")
     halo_px = luigi.IntParameter(default=8, description="pixels read around each tile window (within the image): context for the 3-class split, and the overlap in which DeduplicateBorders proves two pieces are one building, even with tiling overlap 0")
 
@@ -79,6 +95,21 @@ class dedup(luigi.Config):
 
     merge_overlap = luigi.FloatParameter(default=0.5, description="where two tiles' read windows overlap, pieces merge only if the tiles' polygons agree there: shared area >= this x the smaller one's area")
     min_shared_px = luigi.FloatParameter(default=1.0, description="where they do not overlap (overlap 0 and halo 0), pieces merge if they share a core-line stretch this long (pixels)")
+
+
+class tune(luigi.Config):
+    """TuneThreshold's grid (``[polygonize] threshold``/``min_area_m2 = auto``), scored by building F1 on val."""
+
+    thresholds = luigi.Parameter(default="0.30:0.80:0.05", description="probability thresholds: comma-separated, or start:stop:step (stop included)")
+    min_areas_m2 = luigi.Parameter(default="2,5,10,20", description="minimum building areas (m²): comma-separated, or start:stop:step")
+    tie = luigi.FloatParameter(default=0.005, description="F1 margin within which grid points count as tied")
+
+
+class track(luigi.Config):
+    """TrackBuildings (image series): ``greedy`` = SpaceNet 7's baseline, ``hungarian`` = one-to-one optimal."""
+
+    method = luigi.ChoiceParameter(default="greedy", choices=["greedy", "hungarian"])
+    min_iou = luigi.FloatParameter(default=0.25, description="IoU a building needs with an id's first-seen footprint to take the id")
 
 
 class split(luigi.Config):
@@ -92,6 +123,8 @@ class split(luigi.Config):
     ``method = block``: square blocks of ``block_size`` CRS units (metres) are drawn to
     splits (seeded); a tile is kept only if its window grown by ``buffer`` lies in blocks of
     one split, so no two tiles of different splits overlap or come closer than ``buffer``.
+    ``block_size = auto`` sizes the blocks from the labelled extent so that every split (with
+    a fraction > 0) gets tiles; an explicit size that leaves one empty is an error.
     """
 
     method = luigi.ChoiceParameter(default="image", choices=["image", "block"])
@@ -100,7 +133,7 @@ class split(luigi.Config):
     test_images = luigi.Parameter(default="", description="comma-separated image ids")
     val_fraction = luigi.FloatParameter(default=0.2)
     test_fraction = luigi.FloatParameter(default=0.2)
-    block_size = luigi.FloatParameter(default=1000.0, description="block edge, CRS units (metres)")
+    block_size = luigi.Parameter(default="auto", description="block edge, CRS units (metres); auto: sized from the labelled extent so that every split gets tiles")
     buffer = luigi.FloatParameter(default=50.0, description="gap kept between splits, CRS units (metres)")
     seed = luigi.IntParameter(default=0)
 
@@ -119,6 +152,7 @@ class train(luigi.Config):
 
     depth = luigi.IntParameter(default=_T.depth, description="U-Net poolings")
     base_filters = luigi.IntParameter(default=_T.base_filters, description="filters of the first level (doubled per level)")
+    input_scale = luigi.IntParameter(default=_T.input_scale, description="> 1: the U-Net runs at 1/input_scale resolution (average pooling in, nearest upsampling + a 3x3 head out): input_scale² times cheaper")
     batchnorm = luigi.BoolParameter(default=_T.batchnorm, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                     description="conv-BN-ReLU blocks; false: conv+bias+ReLU (about 2.5x faster steps on CPU)")
     epochs = luigi.IntParameter(default=_T.epochs)
@@ -132,6 +166,9 @@ class train(luigi.Config):
     warmup_epochs = luigi.IntParameter(default=_T.warmup_epochs, description="e.g. 3 with loss=jaccard: the BCE-then-soft-IoU schedule")
     class_weights = luigi.Parameter(default=",".join(str(w) for w in _T.class_weights or ()),
                                     description="comma-separated loss weight per head channel; empty: equal")
+    class_share = luigi.FloatParameter(default=_T.class_share,
+                                       description="building types: least share of each epoch's crops drawn for "
+                                       "each class (tiles holding it, centred on it; at most 1/classes each)")
     flips = luigi.BoolParameter(default=_T.flips, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     rotations = luigi.BoolParameter(default=_T.rotations, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     brightness = luigi.FloatParameter(default=_T.brightness, description="max brightness shift, in band standard deviations")
@@ -167,6 +204,25 @@ class predict(luigi.Config):
     compress = luigi.ChoiceParameter(default="zstd", choices=["zstd", "deflate", "lzw", "none"], significant=False)
     engine = luigi.ChoiceParameter(default="auto", choices=["auto", "keras", "onnxruntime", "openvino"], significant=False,
                                    description="CPU inference engine for the same weights (models/engines.py); auto: ONNX Runtime on CPU-only float32 hosts when installed, else Keras")
+
+
+def class_spec() -> tuple[str, tuple[str, ...], str]:
+    """``(class_field, classes, default_class)`` of ``[data]``; ``("", (), "")``: one class (as
+    before types). The typed demo supplies ``condition`` and its conditions unless they are set."""
+    cfg = data()
+    field, classes = cfg.class_field.strip(), tuple(c.strip() for c in cfg.classes.split(",") if c.strip())
+    if cfg.demo_typed and not cfg.images:
+        field, classes = field or typed_demo.FIELD, classes or typed_demo.CONDITIONS
+    if not (field and classes):
+        if field or classes:
+            raise ValueError("[data] class_field and classes go together (the label property, its values in order)")
+        return "", (), ""
+    if len(set(classes)) != len(classes) or {"footprint", "boundary", "contact"} & set(classes):
+        raise ValueError(f"[data] classes must be distinct and not footprint, boundary or contact: {classes}")
+    default = cfg.default_class.strip() or classes[0]
+    if default not in classes:
+        raise ValueError(f"[data] default_class {default!r} is not one of [data] classes {', '.join(classes)}")
+    return field, classes, default
 
 
 def train_params() -> TrainParams:

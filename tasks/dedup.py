@@ -19,6 +19,7 @@ from tasks.polygonize import Polygonize
 from tasks.progress import report, reporter
 from tasks.targets import PostgresMarker
 from tasks.tiling import TileImage
+from tasks.tune import polygon_values
 
 __all__ = ["DeduplicateBorders"]
 
@@ -47,8 +48,9 @@ class DeduplicateBorders(luigi.Task):
         with db.connection() as conn:
             srid = db.srid_for_crs(conn, index["crs_wkt"])
             n = deduplicate(conn, self.run_key(), self.image, tiles, index["transform"], srid,
-                            min_area_m2=pc.min_area_m2, simplify_px=pc.simplify_px, halo_px=pc.halo_px,
+                            min_area_m2=polygon_values("min_area_m2")[0], simplify_px=pc.simplify_px, halo_px=pc.halo_px,
                             min_shared_px=dc.min_shared_px, merge_overlap=dc.merge_overlap,
-                            width=index["width"], height=index["height"], progress=reporter(self))
+                            width=index["width"], height=index["height"], progress=reporter(self),
+                            classes=config.class_spec()[1])
             self.output().touch(conn)
         report(self, 100, f"{n} buildings")

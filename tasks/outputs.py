@@ -15,7 +15,8 @@ Per image, under ``<workdir>/outputs/<run>/images/``:
   drawn in yellow.
 
 For the run (``WriteRunOutputs``): ``buildings.csv`` and ``buildings.geojson`` concatenating
-every image's. Every file is written to a temporary name and renamed when complete. The writers
+every image's. In an image series run each building also carries its persistent id
+(TrackBuildings): the ``id`` of the GeoJSON and GeoPackage, an ``id`` column of the CSV. Every file is written to a temporary name and renamed when complete. The writers
 are ``footprints.outputs``.
 """
 from __future__ import annotations
@@ -32,12 +33,15 @@ from footprints.geo import as_affine, footprint_4326, geo_to_pixel, window_polyg
 from footprints.labels import source_name
 from footprints.names import image_id
 from footprints.tiling import read_tile_index
+from footprints.trackio import read_image_ids
+from tasks.config import class_spec
 from tasks.dedup import DeduplicateBorders
-from tasks.keys import outputs_dir, run_key
+from tasks.keys import outputs_dir, run_key, track_key
 from tasks.labels import LoadLabels
 from tasks.progress import report
-from tasks.sources import label_path
+from tasks.sources import aoi_of, is_series, label_path
 from tasks.tiling import TileImage
+from tasks.track import TrackBuildings
 
 
 class WriteOutputs(luigi.Task):
@@ -52,6 +56,9 @@ class WriteOutputs(luigi.Task):
         labels = label_path(self.image)
         if labels is not None:
             req["labels"] = LoadLabels(path=str(labels))
+        aoi = aoi_of(self.image)
+        if aoi is not None:
+            req["tracks"] = TrackBuildings(aoi=aoi)
         return req
 
     def output(self):
@@ -67,7 +74,13 @@ class WriteOutputs(luigi.Task):
         extent = window_polygon(transform, 0, 0, index["width"], index["height"])
         sources = [source_name(self.requires()["labels"].path)] if "labels" in inp else []
         with db.connection() as conn:
-            buildings = fo.read_buildings(conn, run_key(), self.image)
+            classes = class_spec()[1]  # building types: class and conf_* on every building
+            buildings = fo.read_buildings(conn, run_key(), self.image, classes)
+            tracked = "tracks" in inp
+            if tracked:
+                ids = read_image_ids(conn, run_key(), track_key(), self.image)
+                for b in buildings:
+                    b["track_id"] = ids[b["building_id"]]
             srid = db.srid_for_crs(conn, index["crs_wkt"])
             truth = (fo.read_truth(conn, sources, extent, srid, footprint_4326(extent, index["crs_wkt"]))
                      if sources else None)
@@ -77,7 +90,8 @@ class WriteOutputs(luigi.Task):
             t.makedirs()
 
         with out["csv"].open("w") as f:
-            fo.write_spacenet_csv(f, fo.spacenet_rows(img_id, buildings))
+            fo.write_spacenet_csv(f, fo.spacenet_rows(img_id, buildings, tracked, classes), tracked=tracked,
+                                  classes=classes)
         with out["geojson"].open("w") as f:
             geojson.write_features(f, fo.geojson_features(img_id, buildings))
         with atomic_path(out["gpkg"].path) as tmp:  # GDAL picks the driver from the kept .gpkg suffix
@@ -94,7 +108,12 @@ class WriteOutputs(luigi.Task):
             layers = [(fo.FN_COLOR, [g for g, m in zip(truth_pix, missed) if m]),
                       (fo.FP_COLOR, [p for p, ok in zip(props, tp) if not ok]),
                       (fo.TP_COLOR, [p for p, ok in zip(props, tp) if ok])]
+        if classes:  # filled by class (misses still in blue), with a legend
+            layers = [x for x in layers if x[0] == fo.FN_COLOR] + fo.class_layers(buildings, classes)
         rgb = fo.draw_overlay(base, layers, scale)
+        if classes:
+            rgb = fo.draw_legend(rgb, [(colour, name) for (colour, _), name in zip(fo.class_layers([], classes), classes)]
+                                 + ([(fo.FN_COLOR, "missed label")] if truth is not None else []))
         with out["png"].temporary_path() as tmp:
             fo.write_png(tmp, rgb)
         report(self, 100, f"{len(buildings)} buildings written")
@@ -127,7 +146,7 @@ class WriteRunOutputs(luigi.Task):
     def run(self):
         out = self.output()
         with out["csv"].open("w") as f:
-            fo.write_spacenet_csv(f, [])
+            fo.write_spacenet_csv(f, [], tracked=is_series(), classes=class_spec()[1])
             for req in self.input():
                 with open(req["csv"].path, newline="") as src:
                     rows = csv.reader(src)

@@ -19,6 +19,7 @@ from tasks.predict import PredictImage
 from tasks.progress import report, reporter
 from tasks.targets import PostgresMarker
 from tasks.tiling import TileImage
+from tasks.tune import TuneThreshold, needs_tuning, polygon_values
 
 __all__ = ["Polygonize"]
 
@@ -35,7 +36,10 @@ class Polygonize(luigi.Task):
     image = luigi.Parameter(description="image id")
 
     def requires(self):
-        return {"prob": PredictImage(image=self.image), "tiles": TileImage(image=self.image)}
+        req = {"prob": PredictImage(image=self.image), "tiles": TileImage(image=self.image)}
+        if needs_tuning():  # [polygonize] threshold / min_area_m2 = auto
+            req["tuning"] = TuneThreshold()
+        return req
 
     def run_key(self) -> str:
         return run_key()
@@ -45,6 +49,7 @@ class Polygonize(luigi.Task):
 
     def run(self):
         cfg = config.polygonize()
+        threshold, min_area_m2 = polygon_values()
         run = self.run_key()
         prob_path = self.input()["prob"].path
         index_path = self.input()["tiles"].path
@@ -54,13 +59,14 @@ class Polygonize(luigi.Task):
         if not tiles:
             raise InputError(index_path, "tile index has no tiles")
         three_class = config.masks().kind == "3class"
+        classes = config.class_spec()[1]  # building types: one footprint band per class first
         with db.connection() as conn:
             db.ensure_schema(conn)
         with rasterio.open(prob_path) as src:
-            bands = check_probabilities(src, index, index_path, three_class)
+            bands = check_probabilities(src, index, index_path, three_class, classes)
             with db.connection() as conn:
-                polygonize_image(conn, src, tiles, run, self.image, halo_px=cfg.halo_px, threshold=cfg.threshold,
-                                 min_area_m2=cfg.min_area_m2, three_class=three_class, bands=bands,
-                                 progress=reporter(self))
+                polygonize_image(conn, src, tiles, run, self.image, halo_px=cfg.halo_px, threshold=threshold,
+                                 min_area_m2=min_area_m2, three_class=three_class, bands=bands,
+                                 progress=reporter(self), n_classes=len(classes))
                 self.output().touch(conn)
         report(self, 100)

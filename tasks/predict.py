@@ -25,6 +25,7 @@ import luigi
 from tasks import config
 from tasks.keys import params_key, prediction_key
 from tasks.masks import MakeMasks
+from tasks.resources import gpu_resources
 from tasks.sources import ImageFile
 from tasks.tiling import TileImage
 from tasks.train import TrainModel
@@ -46,6 +47,11 @@ class PredictImage(luigi.Task):
     """Probabilities of one image -> ``<workdir>/predictions/<model key>/<image>.tif``."""
 
     image = luigi.Parameter()
+
+    @property
+    def resources(self):
+        # the network on a GPU: {"gpu": 1}, so [resources] gpu caps GPU tasks at once (the oracle needs none)
+        return {} if config.model().name == "oracle" else gpu_resources()
 
     def requires(self):
         reqs = {"tiles": TileImage(image=self.image)}
@@ -95,6 +101,10 @@ class Predict(luigi.Task):
     output_path = luigi.Parameter(default="")
     tile_size = luigi.IntParameter(default=0, description="0: [tiling] tile_size")
     overlap = luigi.IntParameter(default=-1, description="-1: [tiling] overlap")
+
+    @property
+    def resources(self):
+        return gpu_resources()
 
     def requires(self):
         return {"model": ModelFile(path=self.model_file), "image": ImageFile(path=self.image_path)}

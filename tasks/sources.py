@@ -8,9 +8,9 @@ from pathlib import Path
 
 import luigi
 
-from footprints.demo import demo_scene_names
+from footprints.demo import demo_scene_names, demo_series_names
 from footprints.errors import InputError
-from footprints.names import check_image_id, match_label
+from footprints.names import check_image_id, group_series, match_label, series_key, series_regex
 from tasks.config import data, workdir
 
 RASTER_EXT = (".tif", ".tiff", ".vrt")
@@ -21,16 +21,28 @@ def using_demo() -> bool:
     return not data().images
 
 
-def demo_key(scenes: int, size: int, seed: int) -> str:
-    """Directory name of a generated demo dataset, e.g. ``n4_s1024_seed42``."""
-    return f"n{scenes}_s{size}_seed{seed}"
+def demo_key(scenes: int, size: int, seed: int, dates: int = 1, typed: bool = False, bands: int = 3) -> str:
+    """Directory name of a generated demo dataset, e.g. ``n4_s1024_seed42`` (``..._d4`` for a
+    temporal demo of 4 dates, ``..._typed`` for the typed demo, ``..._b8`` for 8 bands)."""
+    return (f"n{scenes}_s{size}_seed{seed}" + (f"_d{dates}" if dates > 1 else "") + ("_typed" if typed else "")
+            + (f"_b{bands}" if bands != 3 else ""))
 
 
 def demo_dir() -> Path:
     """``<workdir>/demo/<key>``: where GenerateDemo puts the scenes of the current config.
     (Here, not in ``tasks.keys``, which re-exports it: keys needs ``labelled_images``.)"""
     cfg = data()
-    return workdir() / "demo" / demo_key(cfg.demo_scenes, cfg.demo_size, cfg.demo_seed)
+    return workdir() / "demo" / demo_key(cfg.demo_scenes, cfg.demo_size, cfg.demo_seed, cfg.demo_dates,
+                                          cfg.demo_typed, cfg.demo_bands)
+
+
+def demo_names() -> list[str]:
+    """The image ids of the configured demo: ``demo_00 ..``, or with ``demo_dates`` > 1 one
+    SpaceNet 7 style id per scene and date (``global_monthly_2018_01_mosaic_demo_00 ..``)."""
+    cfg = data()
+    if cfg.demo_dates > 1:
+        return [name for _, _, name in demo_series_names(cfg.demo_scenes, cfg.demo_dates)]
+    return demo_scene_names(cfg.demo_scenes)
 
 
 def demo_image_path(name: str) -> Path:
@@ -87,7 +99,7 @@ def _by_stem(files: list[Path], what: str) -> dict[str, Path]:
 
 def _image_files() -> dict[str, Path]:
     if using_demo():
-        return {n: demo_image_path(n) for n in demo_scene_names(data().demo_scenes)}
+        return {n: demo_image_path(n) for n in demo_names()}
     return _by_stem(_expand(data().images, RASTER_EXT, "[data] images"), "images")
 
 
@@ -124,6 +136,38 @@ def shared_label_file() -> bool:
 def labelled_images() -> list[str]:
     """The configured images that have a label file (only those can be trained or evaluated)."""
     return [im for im in list_images() if label_path(im) is not None]
+
+
+def series(images=None) -> dict[str, dict[str, str]]:
+    """``{aoi: {date: image}}`` of the configured dataset's image series (``[data]
+    series_pattern``), dates in time order; ``{}`` when no image matches (not a series run).
+    A dataset in which some images match and others do not is an InputError naming one of
+    each (set ``series_pattern`` to match all, or empty for none). ``images`` restricts the
+    result to those images (the dataset still decides whether the run is a series)."""
+    rx = series_regex(data().series_pattern)
+    if rx is None:
+        return {}
+    every = list_images()
+    odd = [im for im in every if series_key(im, rx) is None]
+    if odd and len(odd) < len(every):
+        match = next(im for im in every if im not in odd)
+        raise InputError(image_path(odd[0]), f"does not match [data] series_pattern while {match!r} does: "
+                                             f"a run is a set of image series or none; set series_pattern to "
+                                             f"match every image, or empty it")
+    wanted = None if images is None else set(images)
+    groups = group_series(every if wanted is None else [im for im in every if im in wanted], rx)
+    return groups
+
+
+def is_series() -> bool:
+    """Whether the run is a set of image series (every image matches ``[data] series_pattern``)."""
+    return bool(series())
+
+
+def aoi_of(image: str) -> str | None:
+    """The AOI of an image of a series run, else None."""
+    key = series_key(image, series_regex(data().series_pattern))
+    return key[0] if key and is_series() else None
 
 
 class ImageFile(luigi.ExternalTask):

@@ -1,9 +1,12 @@
 """SplitDataset: assign the labelled images' tiles to train / val / test.
 
 Two methods ([split] method), both in :mod:`footprints.split`:
-- ``image`` (default): whole images go to one split.
+- ``image`` (default): whole images go to one split; in an image series run, whole AOIs (every
+  date of an AOI in the same split; the lists may name AOIs).
 - ``block``: square blocks of each image's CRS are drawn to splits with a seeded hash; a tile
-  whose window, grown by ``buffer``, touches blocks of two splits is left out.
+  whose window, grown by ``buffer``, touches blocks of two splits is left out. ``block_size =
+  auto`` sizes the blocks from the labelled extent so that every split gets tiles; an explicit
+  size that leaves a split empty is an error naming the setting.
 
 The output ``<workdir>/splits/<key>/split.json`` lists, per split, every tile as
 ``{"image", "tile_id", "tile", "mask", "width", "height", "building_px"}`` (absolute paths).
@@ -17,12 +20,12 @@ from pathlib import Path
 import luigi
 
 from footprints.atomic import write_json
-from footprints.split import SPLITS, block_split, parse_list, split_by_image, tile_entries
+from footprints.split import SPLITS, parse_list, resolve_block_split, split_by_group, split_by_image, tile_entries
 from footprints.tiling import read_tile_index
 from tasks.config import split, workdir
 from tasks.keys import split_key, split_params
 from tasks.masks import MakeMasks
-from tasks.sources import labelled_images
+from tasks.sources import labelled_images, series
 from tasks.tiling import TileImage
 
 log = logging.getLogger("luigi-interface")
@@ -38,8 +41,11 @@ def split_images(images=None) -> dict[str, list[str]]:
     if images is None:
         images = labelled_images()
     if cfg.method == "image":
-        return split_by_image(images, parse_list(cfg.train_images), parse_list(cfg.val_images),
-                              parse_list(cfg.test_images), cfg.val_fraction, cfg.test_fraction)
+        lists = (parse_list(cfg.train_images), parse_list(cfg.val_images), parse_list(cfg.test_images))
+        aoi = {im: a for a, dates in series(images).items() for im in dates.values()}
+        if aoi:  # image series: an AOI's dates stay together (lists may name AOIs)
+            return split_by_group(images, lambda im: aoi.get(im, im), *lists, cfg.val_fraction, cfg.test_fraction)
+        return split_by_image(images, *lists, cfg.val_fraction, cfg.test_fraction)
     path = Path(SplitDataset(images=tuple(sorted(images))).output().path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: run SplitDataset first (block splits depend on the tiles)")
@@ -81,10 +87,10 @@ class SplitDataset(luigi.Task):
         if cfg.method == "image":
             by_image = split_images(images)
             splits = {s: [e for im in by_image[s] for e in entries[im]] for s in SPLITS}
-            excluded = []
+            excluded, blocks = [], None
         else:
-            res = block_split([e for im in images for e in entries[im]], cfg.block_size, cfg.buffer, cfg.seed,
-                              cfg.val_fraction, cfg.test_fraction)
+            res, blocks = resolve_block_split([e for im in images for e in entries[im]], cfg.block_size, cfg.buffer,
+                                              cfg.seed, cfg.val_fraction, cfg.test_fraction)
             splits = {s: res[s] for s in SPLITS}
             excluded = res["excluded"]
             by_image = {s: sorted({e["image"] for e in splits[s]}) for s in SPLITS}
@@ -98,5 +104,5 @@ class SplitDataset(luigi.Task):
         counts = {s: len(v) for s, v in splits.items()}
         self.set_status_message(f"tiles: {counts}, excluded {len(excluded)}")
         write_json(self.output().path, {"method": cfg.method, "params": split_params(images), "images": by_image,
-                                        "counts": counts, "splits": splits,
+                                        "blocks": blocks, "counts": counts, "splits": splits,
                                         "excluded": [{"image": e["image"], "tile_id": e["tile_id"]} for e in excluded]})

@@ -1,7 +1,18 @@
 """Luigi targets of the pipeline."""
 from __future__ import annotations
 
+import contextlib
+import glob
+import logging
+import os
+import shutil
+
+import luigi
+import luigi.task
+
 from footprints import db
+
+log = logging.getLogger("luigi-interface")
 
 
 class PostgresMarker:
@@ -28,3 +39,23 @@ class PostgresMarker:
 
     def __repr__(self):
         return f"PostgresMarker({self.update_id!r})"
+
+
+@luigi.Task.event_handler(luigi.Event.START)
+def remove_stale_luigi_temporaries(task) -> None:
+    """A task that starts is the only writer of its outputs (the scheduler runs a task once at a
+    time), so Luigi's temporaries of them (``<path>-luigi-tmp-<n>``, from ``LocalTarget.open('w')``
+    and ``temporary_path()``) are left-overs of a run killed before its rename: remove them, so a
+    rerun leaves exactly what a clean run does."""
+    try:
+        targets = [t for t in luigi.task.flatten(task.output()) if isinstance(t, luigi.LocalTarget)]
+    except Exception as e:  # noqa: BLE001 - a clean-up must never be why a task fails; run() reports real errors
+        log.debug("no temporaries cleaned for %s: %s", task, e)
+        return
+    for target in targets:
+        for stale in glob.glob(glob.escape(target.path) + "-luigi-tmp-*"):
+            if os.path.isdir(stale) and not os.path.islink(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(stale)

@@ -13,7 +13,15 @@ from footprints import db
 from footprints.atomic import atomic_path, write_json
 from footprints.names import check_image_id
 from footprints.raster import open_raster, raster_meta
-from footprints.tiling import record_tiles, tile_grid, tile_records, write_index_geojson, write_tiles
+from footprints.tiling import (
+    disk_full_error,
+    is_disk_full,
+    record_tiles,
+    tile_grid,
+    tile_records,
+    write_index_geojson,
+    write_tiles,
+)
 from tasks.config import tiling, workdir
 from tasks.demo import GenerateDemo
 from tasks.keys import tiling_key
@@ -62,17 +70,22 @@ class TileImage(luigi.Task):
             transform, crs = src.transform, src.crs
         specs = tile_grid(meta["width"], meta["height"], t.tile_size, t.overlap)
         final = self.tile_dir()
-        with atomic_path(final, dir=True) as tmp:
-            self.set_status_message(f"writing {len(specs)} tiles of {t.tile_size}px")
+        try:
+            with atomic_path(final, dir=True) as tmp:  # a failure (a full disk) leaves no directory
+                self.set_status_message(f"writing {len(specs)} tiles of {t.tile_size}px")
 
-            def progress(done, total):
-                self.set_progress_percentage(int(90 * done / total))
+                def progress(done, total):
+                    self.set_progress_percentage(int(90 * done / total))
 
-            write_tiles(src_path, tmp, specs, compress=t.compress, workers=t.workers, progress=progress)
-            records = tile_records(specs, transform)
-            index = {"image": self.image, "source": str(src_path), "tiling": tiling_key(), "tile_size": t.tile_size,
-                     "overlap": t.overlap, "compress": t.compress, **meta, "tiles": records}
-            write_index_geojson(tmp / "index.geojson", records, crs)
+                write_tiles(src_path, tmp, specs, compress=t.compress, workers=t.workers, progress=progress)
+                records = tile_records(specs, transform)
+                index = {"image": self.image, "source": str(src_path), "tiling": tiling_key(), "tile_size": t.tile_size,
+                         "overlap": t.overlap, "compress": t.compress, **meta, "tiles": records}
+                write_index_geojson(tmp / "index.geojson", records, crs)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            raise disk_full_error(e, final, "tiles") from None
         self.set_status_message("recording the tile index in PostGIS")
         with db.connection() as conn:
             db.ensure_schema(conn)

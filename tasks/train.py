@@ -16,11 +16,16 @@ import luigi
 
 from tasks import config
 from tasks.keys import model_dir
+from tasks.resources import gpu_resources
 from tasks.split import SplitDataset
 
 
 class TrainModel(luigi.Task):
     """Trains the U-Net on SplitDataset's training tiles -> ``<workdir>/models/<key>/model.keras``."""
+
+    @property
+    def resources(self):
+        return gpu_resources()  # {"gpu": 1} on a GPU host: [resources] gpu caps GPU tasks at once
 
     def requires(self):
         return SplitDataset()

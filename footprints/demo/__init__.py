@@ -13,7 +13,7 @@ and always lie fully inside the raster. Everything derives from one integer seed
 ``np.random.default_rng``: the same seed gives the same bytes.
 
 Modules: :mod:`footprints.demo.layout` (shapes, roads, placement), :mod:`footprints.demo.render`
-(painting); here the scene itself (:func:`generate_scene`), its names, seeds and places, and the
+(painting), :mod:`footprints.demo.series` (the temporal demo: one scene on several dates); here the scene itself (:func:`generate_scene`), its names, seeds and places, and the
 writers (GeoTIFF, RFC 7946 GeoJSON).
 """
 from __future__ import annotations
@@ -29,16 +29,17 @@ from scipy import ndimage
 
 from footprints import geojson
 from footprints.atomic import atomic_path
-from footprints.demo import layout, render
+from footprints.demo import layout, render, series, spectral, typed
 from footprints.demo.layout import MIN_BUILDING_AREA_M2
 from footprints.geo import to_4326
+from footprints.names import sn7_image_name
 
 GENERATOR_VERSION = 1
 DEFAULT_CRS = "EPSG:32737"  # WGS 84 / UTM zone 37S: Dar es Salaam
 DEFAULT_ORIGIN = (525000.0, 9252000.0)  # upper-left corner (x, y) in metres, north of the city centre
 
 __all__ = ["DEFAULT_CRS", "DEFAULT_ORIGIN", "GENERATOR_VERSION", "MIN_BUILDING_AREA_M2", "buildings_to_geojson",
-           "demo_scene_names", "generate_scene", "scene_origin", "scene_seed", "touching_pairs", "write_geojson",
+           "demo_scene_names", "demo_series_names", "generate_scene", "generate_series", "generate_typed_scene", "scene_origin", "scene_seed", "touching_pairs", "write_geojson",
            "write_geotiff", "write_scene"]
 
 
@@ -50,6 +51,13 @@ def demo_scene_names(n: int) -> list[str]:
     if n < 1:
         raise ValueError(f"demo scene count must be >= 1, got {n}")
     return [f"demo_{i:02d}" for i in range(n)]
+
+
+def demo_series_names(n: int, dates: int) -> list[tuple[str, str, str]]:
+    """``(aoi, date, image id)`` of every scene and date of a temporal demo: the AOIs are
+    ``demo_00 ..``, the dates ``2018_01 ..`` (monthly), the image ids SpaceNet 7's
+    ``global_monthly_<date>_mosaic_<aoi>`` (so that the default ``[data] series_pattern`` groups them)."""
+    return [(aoi, d, sn7_image_name(aoi, d)) for aoi in demo_scene_names(n) for d in series.date_labels(dates)]
 
 
 def scene_seed(demo_seed: int, index: int) -> int:
@@ -79,6 +87,41 @@ def generate_scene(seed: int, size: int = 1024, resolution: float = 0.5, crs: st
     shapely Polygons in the CRS ``crs``. ``n_buildings`` defaults to 130..180 per 512 m x 512 m
     of ground, scaled by area. The same arguments always give identical results.
     """
+    image, transform, crs, labels, _ = _scene(seed, size, resolution, crs, origin, n_buildings)
+    return image, transform, crs, labels
+
+
+def generate_series(seed: int, dates: int, size: int = 1024, resolution: float = 0.5, crs: str = DEFAULT_CRS,
+                    origin: tuple[float, float] | None = None, n_buildings: int | None = None) -> list[dict]:
+    """The scene of :func:`generate_scene` on ``dates`` dates (:mod:`footprints.demo.series`:
+    buildings added and demolished between dates, a cloud on one date). One dict per date:
+    ``image``, ``transform``, ``crs``, ``ids`` (stable label ids), ``buildings`` (their
+    polygons) and ``plan`` (:class:`~footprints.demo.series.DatePlan`)."""
+    if dates < 1:
+        raise ValueError(f"demo dates must be >= 1, got {dates}")
+    out = []
+    for d in range(dates):
+        image, transform, crs_, labels, plan = _scene(seed, size, resolution, crs, origin, n_buildings, dates, d)
+        keep = plan.labelled
+        out.append(dict(image=image, transform=transform, crs=crs_, ids=[int(i) + 1 for i in keep],
+                        buildings=[labels[i] for i in keep], plan=plan))
+    return out
+
+
+def generate_typed_scene(seed: int, size: int = 1024, resolution: float = 0.5, crs: str = DEFAULT_CRS,
+                         origin: tuple[float, float] | None = None, n_buildings: int | None = None):
+    """The scene of :func:`generate_scene` (the same layout) whose buildings have a condition
+    (:mod:`footprints.demo.typed`: Complete as drawn there, Incomplete, Foundation). Returns
+    ``(image, transform, crs, buildings, conditions)``, ``conditions[i]`` the ``condition``
+    written in building i's label (None for the few without one: the default class)."""
+    image, transform, crs, labels, _ = _scene(seed, size, resolution, crs, origin, n_buildings, typed_=True)
+    return image, transform, crs, labels, typed.label_conditions(seed, typed.conditions(seed, len(labels)))
+
+
+def _scene(seed, size, resolution, crs, origin, n_buildings, dates: int = 0, date: int = 0, typed_: bool = False):
+    """The scene; with ``dates`` > 0, as it is on ``date`` (its :class:`series.DatePlan` is
+    returned too; the labels are then every building of the layout, in layout order); with
+    ``typed_``, its buildings drawn as their conditions (:mod:`footprints.demo.typed`) say."""
     if size < 32:
         raise ValueError(f"demo scene size must be >= 32 px, got {size}")
     if resolution <= 0:
@@ -123,13 +166,27 @@ def generate_scene(seed: int, size: int = 1024, resolution: float = 0.5, crs: st
                       ridge=float(rng.uniform(-0.08, 0.12)),
                       texture=float(rng.uniform(0.02, 0.06)))
 
-    render.apply_shadow(img, [render.swept(b.px, shadow_vec * b.height) for b in buildings], strength=0.62, blur=0.6)
+    plan = None
+    standing = buildings
+    if dates:  # a date of a series: its own generator decides, the scene's draws stay as they are
+        plan = series.date_plan(seed, [b.px for b in buildings], dates, date, size)
+        standing = [b for b, on in zip(buildings, plan.built) if on]
+        series.draw_works(img, buildings, plan, tex, resolution)
+    conds = dict(zip(map(id, buildings), typed.conditions(seed, len(buildings)))) if typed_ else {}
+    casting = [b for b in standing if typed.casts_shadow(conds.get(id(b), "Complete"))]
+    render.apply_shadow(img, [render.swept(b.px, shadow_vec * b.height) for b in casting], strength=0.62, blur=0.6)
     render.draw_cars(img, rng, roads, resolution, int(rng.integers(5, 30) * area_scale), shadow_vec)
-    for b in buildings:
-        render.draw_building(img, b, resolution, sun_dir, tex)
+    trng = typed.draw_rng(seed) if typed_ else None
+    for b in standing:
+        if typed_:
+            typed.draw(img, b, conds[id(b)], resolution, sun_dir, tex, trng)
+        else:
+            render.draw_building(img, b, resolution, sun_dir, tex)
     trees = render.place_trees(rng, size, resolution, buildings, int(rng.integers(160, 300) * area_scale),
                                int(rng.integers(8, 20) * area_scale))
     render.draw_trees(img, rng, trees, tex, sun_dir, shadow_vec)
+    if plan is not None:
+        series.draw_cloud(img, plan.cloud, tex)
 
     # optics and sensor: slight blur, haze, gain, noise
     img = ndimage.gaussian_filter(img, sigma=(0.55, 0.55, 0))
@@ -142,30 +199,39 @@ def generate_scene(seed: int, size: int = 1024, resolution: float = 0.5, crs: st
     t = transform
     labels = [shapely.transform(b.px, lambda c: np.column_stack([t.c + c[:, 0] * t.a, t.f + c[:, 1] * t.e]))
               for b in buildings]
-    return image, transform, crs, labels
+    return image, transform, crs, labels, plan
 
 
 # --------------------------------------------------------------------------- writers
 
 
-def buildings_to_geojson(buildings, crs) -> dict:
-    """RFC 7946 FeatureCollection (EPSG:4326, lon/lat, CCW exteriors, full precision, no ``crs``)."""
+def buildings_to_geojson(buildings, crs, conditions=None) -> dict:
+    """RFC 7946 FeatureCollection (EPSG:4326, lon/lat, CCW exteriors, full precision, no ``crs``).
+    ``conditions`` (the typed demo): each building's ``condition`` property, None for none."""
     lonlat = to_4326(np.asarray(buildings, dtype=object), crs) if len(buildings) else []
-    features = [geojson.feature(geo, {"id": i, "building": "yes", "area_m2": float(poly.area)}, i)
-                for i, (poly, geo) in enumerate(zip(buildings, lonlat), start=1)]
+    conds = conditions if conditions is not None else [None] * len(buildings)
+    features = [geojson.feature(geo, {"id": i, "building": "yes", "area_m2": float(poly.area),
+                                      **({typed.FIELD: c} if c is not None else {})}, i)
+                for i, (poly, geo, c) in enumerate(zip(buildings, lonlat, conds), start=1)]
     return {"type": "FeatureCollection", "features": features}
 
 
 def write_geotiff(image: np.ndarray, transform: Affine, crs, path) -> None:
-    """Tiled, DEFLATE-compressed RGB GeoTIFF, written to a temp name then renamed."""
+    """Tiled, DEFLATE-compressed GeoTIFF, written to a temp name then renamed: a uint8 (3, H, W)
+    RGB scene, or a uint16 (8, H, W) WorldView-2-like one (:mod:`footprints.demo.spectral`, its
+    bands named)."""
     path = Path(path)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"{path}: expected a uint8 (3, H, W) image, got {image.dtype} {image.shape}")
-    profile = dict(driver="GTiff", width=image.shape[2], height=image.shape[1], count=3, dtype="uint8",
-                   crs=crs, transform=transform, tiled=True, blockxsize=256, blockysize=256,
-                   compress="deflate", predictor=2, photometric="RGB", interleave="pixel")
+    rgb = image.dtype == np.uint8 and image.ndim == 3 and image.shape[0] == 3
+    mul = image.dtype == np.uint16 and image.ndim == 3 and image.shape[0] == len(spectral.WORLDVIEW_BANDS)
+    if not (rgb or mul):
+        raise ValueError(f"{path}: expected a uint8 (3, H, W) or uint16 (8, H, W) image, got {image.dtype} {image.shape}")
+    profile = dict(driver="GTiff", width=image.shape[2], height=image.shape[1], count=image.shape[0],
+                   dtype=image.dtype.name, crs=crs, transform=transform, tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate", predictor=2, photometric="RGB" if rgb else "MINISBLACK", interleave="pixel")
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(image)
+        if mul:
+            dst.descriptions = spectral.WORLDVIEW_BANDS
 
 
 def write_geojson(fc: dict, path) -> None:
@@ -173,10 +239,11 @@ def write_geojson(fc: dict, path) -> None:
     geojson.write(path, fc["features"])
 
 
-def write_scene(image, transform, crs, buildings, image_path, label_path) -> None:
-    """The scene's GeoTIFF and its RFC 7946 GeoJSON labels, each written atomically."""
+def write_scene(image, transform, crs, buildings, image_path, label_path, conditions=None) -> None:
+    """The scene's GeoTIFF and its RFC 7946 GeoJSON labels (with ``conditions``: the typed
+    demo's ``condition`` property), each written atomically."""
     write_geotiff(image, transform, crs, image_path)
-    write_geojson(buildings_to_geojson(buildings, crs), label_path)
+    write_geojson(buildings_to_geojson(buildings, crs, conditions), label_path)
 
 
 def touching_pairs(buildings, tol: float = 1e-6) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ import numpy as np
 import shapely
 
 from footprints.geo import is_4326, to_4326, transformer_to_4326
+from footprints.labels.classes import ClassRule
 from footprints.labels.clean import clean_geometries
 from footprints.labels.parse import Ragged, check_geometries_lonlat, feature_geometries_ragged, offsets
 from footprints.labels.report import LabelReport
@@ -29,6 +30,7 @@ CHUNK = 10_000  # features per COPY chunk
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 COPY_TRAILER = struct.pack(">h", -1)
 COPY_COLUMNS = ("source", "feature_index", "srid", "repaired", "properties", "geom", "geom_4326")
+CLASS_COLUMN = "class"  # with building types, after COPY_COLUMNS
 
 
 def ewkb_fields(geoms, srid: int) -> list:
@@ -94,10 +96,11 @@ def _single_ring_fields(rag: Ragged, srid: int, npts: np.ndarray) -> list:
 
 
 def copy_binary_rows(source: str, srid: int, idx, geom_fields: list, geom_4326_fields: list, repaired,
-                     props: list) -> bytes:
+                     props: list, classes: list | None = None) -> bytes:
     """Rows of ``COPY ... (COPY_COLUMNS) FROM STDIN (FORMAT binary)``, without the header or
     trailer. ``geom_fields``, ``geom_4326_fields``: per row, as ``ewkb_fields`` makes them;
-    ``props[i]``: the JSON text (bytes-like) of row i's properties, or None."""
+    ``props[i]``: the JSON text (bytes-like) of row i's properties, or None. ``classes``
+    (building types): row i's class as UTF-8 bytes, a last column (``CLASS_COLUMN``)."""
     n = len(idx)
     if n == 0:
         return b""
@@ -110,7 +113,7 @@ def copy_binary_rows(source: str, srid: int, idx, geom_fields: list, geom_4326_f
     fixed = np.zeros(n, dtype=[("nfields", ">i2"), ("l_source", ">i4"), ("source", f"V{len(src)}"),
                                ("l_index", ">i4"), ("index", ">i4"), ("l_srid", ">i4"), ("srid", ">i4"),
                                ("l_repaired", ">i4"), ("repaired", "u1"), ("l_props", ">i4"), ("version", "u1")])
-    fixed["nfields"] = len(COPY_COLUMNS)
+    fixed["nfields"] = len(COPY_COLUMNS) + (classes is not None)
     fixed["l_source"] = len(src)
     fixed["source"] = np.void(src)
     fixed["l_index"] = fixed["l_srid"] = 4
@@ -125,15 +128,20 @@ def copy_binary_rows(source: str, srid: int, idx, geom_fields: list, geom_4326_f
     heads = [buf[i:i + w] for i in range(0, n * w, w)]
     for i in nulls:  # NULL: no version byte, no text
         heads[i] = heads[i][:-1]
+    if classes is not None:
+        cls = [struct.pack(">i", len(c)) + c for c in classes]
+        return b"".join([x for row in zip(heads, pj, geom_fields, geom_4326_fields, cls) for x in row])
     return b"".join([x for row in zip(heads, pj, geom_fields, geom_4326_fields) for x in row])
 
 
 def label_chunks(features: list, source: str, srid: int, crs, report: LabelReport, *, path: str = "",
-                 note: str = "", chunk: int | None = None):
+                 note: str = "", chunk: int | None = None, classes: ClassRule | None = None):
     """The binary COPY stream of a parsed label file (header, rows, trailer), ``chunk``
     (default ``CHUNK``) features at a time, with ``report`` filled in as it goes (repaired,
     rejected, loaded).
     Raises InputError when coordinates said to be lon/lat are not.
+    ``classes`` (building types): each row gets its class (``CLASS_COLUMN``); features with a
+    value not listed are rejected (:class:`footprints.labels.classes.ClassRule`).
 
     The rows of features that are kept as read (the usual case) get their EWKB straight from
     the coordinates (``ragged_ewkb_fields``); repaired and odd ones through shapely."""
@@ -151,6 +159,14 @@ def label_chunks(features: list, source: str, srid: int, crs, report: LabelRepor
         if built is not None:
             polygonal = np.zeros(len(geoms), dtype=bool)
             polygonal[built[0]] = True  # non-empty MultiPolygons: polygon_coordinates allows no empty array
+        values = None
+        if classes is not None:  # a value not listed rejects the feature: no geometry, the reason
+            values, bad = classes.resolve(props, s, report)
+            for k, why in bad.items():
+                geoms[k] = None
+                reasons[k] = why
+                if polygonal is not None:
+                    polygonal[k] = False
         if to4326 is None:  # lon/lat must look like lon/lat
             where = f" (features {s}..{s + len(geoms) - 1})" if len(features) > chunk else ""
             check_geometries_lonlat(geoms, path, note, where, built)
@@ -168,15 +184,24 @@ def label_chunks(features: list, source: str, srid: int, crs, report: LabelRepor
             g = ragged_ewkb_fields(rag, srid)
             g4 = g if to4326 is None else ragged_ewkb_fields(reproject(rag), 4326)
             yield copy_binary_rows(source, srid, rows + s, g, g4, np.zeros(len(rows), dtype=bool),
-                                   [props[i] for i in rows.tolist()])
+                                   [props[i] for i in rows.tolist()], _take(values, rows))
         other = ~as_read[idx]
         if other.any():
             rows, mp, fixed = idx[other], mp[other], repaired[other]
             g = ewkb_fields(mp, srid)
             g4 = g if to4326 is None else ewkb_fields(to_4326(mp, crs), 4326)
-            yield copy_binary_rows(source, srid, rows + s, g, g4, fixed, [props[i] for i in rows.tolist()])
+            yield copy_binary_rows(source, srid, rows + s, g, g4, fixed, [props[i] for i in rows.tolist()],
+                                   _take(values, rows))
         report.loaded += len(idx)
+        if classes is not None:
+            classes.count(report, [values[i] for i in idx.tolist()])
+    if classes is not None:
+        classes.check_seen(report, path)
     yield COPY_TRAILER
+
+
+def _take(values, rows):
+    return None if values is None else [values[i] for i in rows.tolist()]
 
 
 class ChunkReader:

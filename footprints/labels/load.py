@@ -27,7 +27,8 @@ from pathlib import Path
 from psycopg2 import sql as psql
 
 from footprints.db import load_sql, next_partition, srid_for_crs
-from footprints.labels.copy import ChunkReader, label_chunks
+from footprints.labels.classes import ClassRule
+from footprints.labels.copy import CLASS_COLUMN, ChunkReader, label_chunks
 from footprints.labels.parse import open_label_file
 from footprints.labels.report import LabelReport, gc_paused
 
@@ -55,12 +56,16 @@ def partition_names(source: str) -> tuple[str, str]:
     return f"labels_{h}_0", f"labels_{h}_1"
 
 
-def load_labels(conn, path, override: str = "", progress=None) -> LabelReport:
+def load_labels(conn, path, override: str = "", progress=None, classes: ClassRule | None = None) -> LabelReport:
     """Replace the rows of one label file in ``labels`` (caller commits; nothing locks
-    ``labels`` until the final swap of the partitions). ``progress(message)``: optional."""
+    ``labels`` until the final swap of the partitions). ``progress(message)``: optional.
+    ``classes`` (building types): each label's class goes into the ``class`` column; features
+    whose value is not listed are rejected (see :mod:`footprints.labels.classes`)."""
     path = str(path)
     with gc_paused():
         features, crs, note, report = open_label_file(path, override)
+        if classes is not None:
+            report.class_field = classes.field
         srid = srid_for_crs(conn, crs)
         source = source_name(path)
         child, old = next_partition(conn, "labels_partitions", partition_names(source))
@@ -68,7 +73,8 @@ def load_labels(conn, path, override: str = "", progress=None) -> LabelReport:
             ident = {"child": psql.Identifier(child), "bound": psql.Identifier(f"{child}_source"),
                      "pkey": psql.Identifier(f"{child}_pkey"),
                      "geom_gix": psql.Identifier(f"{child}_geom_gix"),
-                     "geom_4326_gix": psql.Identifier(f"{child}_geom_4326_gix")}
+                     "geom_4326_gix": psql.Identifier(f"{child}_geom_4326_gix"),
+                     "class_column": psql.SQL(f", {CLASS_COLUMN}" if classes is not None else "")}
             params = {"source": source}
 
             def run(name):
@@ -77,7 +83,8 @@ def load_labels(conn, path, override: str = "", progress=None) -> LabelReport:
             run("labels_partition")
             if progress:
                 progress(f"copying {len(features):,} features of {path}")
-            reader = ChunkReader(label_chunks(features, source, srid, crs, report, path=path, note=note))
+            reader = ChunkReader(label_chunks(features, source, srid, crs, report, path=path, note=note,
+                                              classes=classes))
             try:
                 cur.copy_expert(psql.SQL(load_sql("labels_copy")).format(**ident), reader, size=1 << 20)
             except Exception:

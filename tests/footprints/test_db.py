@@ -51,9 +51,11 @@ def test_database_without_postgis_says_create_extension(role_admin):
     with role_admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     try:
-        conn = db.connect(dbname=name)
+        with pytest.raises(DatabaseSetupError) as e:  # caught at the first connection
+            db.connect(dbname=name)
+        conn = db.connect(ensure=False, dbname=name)
         try:
-            with pytest.raises(DatabaseSetupError) as e:
+            with pytest.raises(DatabaseSetupError):
                 db.ensure_schema(conn)
         finally:
             conn.close()
@@ -73,10 +75,10 @@ def test_database_of_another_role_says_grant_create(superuser):
         cur.execute(f'CREATE ROLE "{other}" NOLOGIN')
         cur.execute(f'CREATE DATABASE "{name}" OWNER "{other}" TEMPLATE footprints_template')  # has PostGIS
     try:
-        conn = db.connect(dbname=name)
+        with pytest.raises(DatabaseSetupError) as e:  # caught at the first connection
+            db.connect(dbname=name)
+        conn = db.connect(ensure=False, dbname=name)
         try:
-            with pytest.raises(DatabaseSetupError) as e:
-                db.ensure_schema(conn)
             msg = str(e.value)
             assert "cannot create tables in schema 'public'" in msg and "\n" not in msg
             assert f"GRANT CREATE ON SCHEMA public TO {me}" in msg and "make setup" in msg
@@ -100,3 +102,21 @@ def test_database_of_another_role_says_grant_create(superuser):
 
 def test_usable_database_passes_the_check(pg):
     db.check_database(pg)  # the test database: PostGIS, owned by the pipeline's role
+
+
+def test_first_connection_upgrades_an_older_schema(pg_database):
+    """A database made by an older release (labels without the ``class`` column) is brought up
+    to date by the first connection of a process, before any task reads from it."""
+    conn = db.connect()
+    with conn.cursor() as cur:
+        cur.execute("ALTER TABLE labels DROP COLUMN IF EXISTS class CASCADE")
+    conn.commit()
+    conn.close()
+    db._SCHEMA_READY.clear()  # a new process
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = 'labels'::regclass AND attname = 'class'")
+            assert cur.fetchone() is not None
+    finally:
+        conn.close()

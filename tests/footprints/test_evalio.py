@@ -286,6 +286,21 @@ def test_split_block_sums_a_subset_of_images():
     assert ev.split_block(result, [])["images"] == []
 
 
+def test_region_blocks_score_each_split_on_its_own_blocks():
+    # one image, two blocks: x < 100 train, x > 120 test, a buffer between; the proposals are
+    # right in the train block only
+    regions = {"train": {"im": box(0, 0, 100, 100)}, "test": {"im": box(120, 0, 220, 100)}}
+    truth = [box(10, 10, 20, 20), box(60, 60, 70, 70), box(130, 10, 140, 20), box(170, 50, 180, 60),
+             box(105, 10, 115, 20)]  # the last one lies in the buffer
+    props = [box(10, 10, 20, 20), box(60, 60, 70, 70), box(150, 80, 160, 90), box(104, 40, 116, 50)]
+    t_ids, p_ids = ["im"] * len(truth), ["im"] * len(props)
+    got = ev.region_blocks((t_ids, truth), (p_ids, props, [1.0] * len(props)), regions)
+    assert got["train"] == {"images": ["im"], **prf(2, 0, 0), "scored_on": "blocks"}
+    assert got["test"] == {"images": ["im"], **prf(0, 1, 2), "scored_on": "blocks"}
+    whole = evaluate_frames(make_frame(t_ids, truth), make_frame(p_ids, props))["total"]
+    assert whole == prf(2, 2, 3)  # what both splits reported before: the whole image
+
+
 # ---------------------------------------------------------------- pairing truth and proposals
 
 

@@ -6,6 +6,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rasterio.crs import CRS
+from scipy import ndimage
 
 from footprints.errors import InputError
 from footprints.geo import pixel_area, pixel_to_geo
@@ -159,6 +160,31 @@ def test_three_class_keeps_buildings_without_a_seed():
     p[1, 2:4, 2:4] = 255  # all boundary: no seed
     labels, n = building_labels(p, three_class=True)
     assert n == 1 and (labels > 0).sum() == 4
+
+
+@pytest.mark.parametrize("neck_px", [1, 2])
+def test_three_class_thin_neck_does_not_split_one_building(neck_px):
+    # two 8x8 px rooms joined by a neck narrower than twice the boundary band: the neck is all
+    # boundary, so the seeds fall apart, but no contact separates them: one building
+    a = shapely.box(*(UTM * (2, 2)), *(UTM * (10, 10)))
+    b = shapely.box(*(UTM * (16, 2)), *(UTM * (24, 10)))
+    neck = shapely.box(*(UTM * (10, 5)), *(UTM * (16, 5 + neck_px)))
+    building = shapely.union_all([a, b, neck])
+    mask = make_mask([building], (12, 26), UTM, kind="3class", boundary_width=1.0, contact_distance=2.0)
+    seeds = (mask[0] > 0) & (mask[1] == 0) & (mask[2] == 0)
+    assert ndimage.label(seeds)[1] == 2  # the case: two seeds in one footprint component
+    labels, n = building_labels(mask, three_class=True)
+    assert n == 1 and (labels > 0).sum() == (mask[0] > 0).sum()
+    (out,) = polygonize_probabilities(mask, UTM, three_class=True)
+    assert out[1].symmetric_difference(building).area == pytest.approx(0.0, abs=1e-6)
+
+
+def test_three_class_contact_still_splits_a_shared_wall():
+    # the same rooms side by side, touching: contact pixels separate them, so two buildings
+    rooms = row_houses(2, 8, 8)
+    mask = make_mask(rooms, (12, 20), UTM, kind="3class", boundary_width=1.0, contact_distance=2.0)
+    assert ndimage.label(mask[0] > 0)[1] == 1
+    assert building_labels(mask, three_class=True)[1] == 2
 
 
 @settings(max_examples=40, deadline=None)

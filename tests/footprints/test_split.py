@@ -1,12 +1,24 @@
 """footprints/split.py: by-image and block splits."""
 import numpy as np
 import pytest
+import shapely
 from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from footprints.geo import window_bounds
-from footprints.split import block_split, parse_list, split_by_image, tile_block_split, tile_entries
+from footprints.split import (
+    auto_block_size,
+    block_split,
+    centroid_in,
+    parse_block_size,
+    parse_list,
+    resolve_block_split,
+    split_by_image,
+    split_regions,
+    tile_block_split,
+    tile_entries,
+)
 
 DEMO = ["demo_00", "demo_01", "demo_02", "demo_03"]
 
@@ -108,3 +120,57 @@ def test_tile_entries_join_tiles_and_masks(tmp_path):
                  "width": 8, "height": 8, "transform": [1, 0, 0, 0, -1, 8], "building_px": 5}
     with pytest.raises(ValueError, match="no mask for tile a of image im"):
         tile_entries("im", tiles, tmp_path / "t", {"tiles": []}, tmp_path / "m")
+
+
+# ---------------------------------------------------------------- block_size = auto, and empty splits
+
+
+def _scene_300m(seed_x=0.0):
+    # one 300 m scene at 0.5 m: 600 px, 64 px tiles with a 16 px overlap (11 x 11 tiles)
+    return _tiles(11, 11, 64, 48, x0=500000.0 + seed_x) + _tiles(1, 11, 64, 48, x0=500000.0 + 536 * 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_auto_block_size_gives_every_split_tiles_on_one_scene(seed):
+    tiles = _scene_300m()
+    # the issue's case: 1000 m blocks put the whole scene in one split
+    with pytest.raises(ValueError, match=r"\[split\] block_size = 1000 leaves the .* empty"):
+        resolve_block_split(tiles, "1000", 10.0, seed, 0.2, 0.2)
+    got, info = resolve_block_split(tiles, "auto", 10.0, seed, 0.2, 0.2)
+    assert all(got[s] for s in ("train", "val", "test")), {s: len(v) for s, v in got.items()}
+    assert info["block_size"] == "auto" and 0 < info["block_size_used"] < 300
+    # the same as an explicit split at the size and origin it chose, and deterministic
+    size, origin = auto_block_size(tiles, 10.0, seed, 0.2, 0.2)
+    assert (size, list(origin)) == (info["block_size_used"], info["origin"])
+    again = block_split(list(reversed(tiles)), size, 10.0, seed, 0.2, 0.2, origin)
+    assert {k: sorted(t["tile_id"] for t in v) for k, v in again.items()} == \
+           {k: sorted(t["tile_id"] for t in v) for k, v in got.items()}
+
+
+def test_a_split_with_fraction_zero_may_be_empty_and_impossible_auto_is_named():
+    tiles = _scene_300m()
+    got, _ = resolve_block_split(tiles, "auto", 10.0, 0, 0.0, 0.3)
+    assert got["train"] and got["test"] and not got["val"]
+    with pytest.raises(ValueError, match=r"block_size = auto: no block size .*\[split\] buffer"):
+        resolve_block_split(_tiles(2, 2, 64, 48), "auto", 50.0, 0, 0.2, 0.2)
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "big", "inf"])
+def test_block_size_setting_is_checked(bad):
+    assert parse_block_size("auto") is None and parse_block_size(" AUTO ") is None
+    assert parse_block_size("250") == 250.0
+    with pytest.raises(ValueError, match=r"\[split\] block_size must be 'auto' or a size > 0"):
+        parse_block_size(bad)
+
+
+def test_split_regions_and_centroids():
+    tiles = [dict(t, image="im") for t in _tiles(2, 1, 64, 64)]  # two 32 m tiles side by side
+    regions = split_regions({"train": tiles[:1], "test": tiles[1:], "val": []})
+    assert set(regions) == {"train", "test", "val"} and regions["val"] == {}
+    assert regions["train"]["im"].bounds == (500000.0, 3999968.0, 500032.0, 4000000.0)
+    b = [shapely.box(500010, 3999980, 500020, 3999990),   # inside the first tile
+         shapely.box(500028, 3999980, 500040, 3999990),   # centroid 500034: the second tile
+         shapely.Polygon()]
+    assert centroid_in(b, regions["train"]["im"]).tolist() == [True, False, False]
+    assert centroid_in(b, regions["test"]["im"]).tolist() == [False, True, False]
+    assert centroid_in([], regions["test"]["im"]).tolist() == []

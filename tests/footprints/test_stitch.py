@@ -97,3 +97,32 @@ def test_predict_tiles_stitches_an_identity_model_exactly(width, height, size, o
         with rasterio.open(path) as src:
             np.testing.assert_array_equal(np.moveaxis(src.read(), 0, -1), img)
     assert stats["tiles"] == len(tiles)
+
+
+def test_threaded_keeps_order_with_several_workers_and_raises_errors():
+    import time as _time
+
+    from footprints.stitch import _threaded
+
+    def slow(i):
+        _time.sleep(0.001 * ((7 * i) % 5))  # finish out of order
+        return i * i
+
+    assert list(_threaded(slow, range(40), depth=3, workers=3)) == [i * i for i in range(40)]
+
+    def boom(i):
+        if i == 5:
+            raise ValueError("tile 5 is broken")
+        return i
+
+    got = []
+    try:
+        for v in _threaded(boom, range(20), workers=2):
+            got.append(v)
+    except ValueError as e:
+        assert "tile 5" in str(e)
+    else:
+        raise AssertionError("the worker's error was not raised")
+    assert got == [0, 1, 2, 3, 4]
+
+

@@ -132,3 +132,23 @@ def test_grouped_context_windows_are_exact_and_fewer(w, h, tile, overlap, window
         got, stats = _tiled(Path(d), "grp", img, fn, wins, align, pad)
     assert stats["misaligned"] == 0
     assert np.abs(got - whole).max() <= 1e-5
+
+
+def test_half_resolution_model_tiles_equal_the_whole_image(tmp_path):
+    """[train] input_scale = 2: context windows from arch_margin/arch_alignment stay exact."""
+    from models.inference import plan_windows
+    from models.unet import arch_alignment, arch_margin, model_info
+
+    net = models.inference_model(models.build_unet(3, 3, depth=2, base_filters=4, seed=2, input_scale=2,
+                                                   mean=[100] * 3, std=[30] * 3), "float32")
+    net.jit_compile = False
+    fn = lambda x: np.asarray(net.predict_on_batch(x))  # noqa: E731
+    arch = model_info(net)["arch"]
+    align, margin = arch_alignment(arch), arch_margin(arch)
+    h, w = 150, 170
+    img = _scene(h, w, seed=9)
+    whole = predict_whole(fn, img, align, [100.0] * 3)
+    wins, _ = plan_windows(window_tiles(w, h, 64, 8), w, h, margin, align, 96, 8)
+    got, stats = _tiled(tmp_path, "half", img, fn, wins, align, [100.0] * 3)
+    assert stats["misaligned"] == 0
+    assert np.abs(got - whole).max() <= 1e-5

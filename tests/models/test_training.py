@@ -73,3 +73,33 @@ def test_killed_run_resumes_after_the_last_completed_epoch(tmp_path, make_items)
 
     third = _run(script, die=False)  # a finished run is not trained again
     assert "EPOCH_BEGIN" not in third.stdout and "DONE" in third.stdout
+
+
+def test_the_same_recipe_gives_the_same_model_every_time(tmp_path, make_items):
+    """Two fresh runs of one recipe on this machine (separate processes, two reader threads)
+    give bit-identical weights: seeded crops and augmentation, seeded initialisers, and
+    deterministic kernels (train_model sets TF_DETERMINISTIC_OPS)."""
+    import numpy as np
+
+    items = make_items(tmp_path / "data", n=4, size=48)
+    (tmp_path / "items.json").write_text(json.dumps(items))
+    weights = []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        script = tmp_path / f"train{k}.py"
+        script.write_text(_TRAIN_SCRIPT.replace("workers=1)", "workers=2)").format(
+            repo=str(REPO), items=str(tmp_path / "items.json"), run=str(run)))
+        done = _run(script, die=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+        dump = tmp_path / f"w{k}.npz"
+        subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import sys, numpy as np
+            sys.path.insert(0, {str(REPO)!r})
+            from models.io import load_model
+            np.savez({str(dump)!r}, *load_model({str(run / 'model.keras')!r}).get_weights())""")],
+                       check=True, capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        with np.load(dump) as z:
+            weights.append([z[f] for f in z.files])
+    assert len(weights[0]) == len(weights[1])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)

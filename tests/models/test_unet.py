@@ -118,3 +118,25 @@ def test_receptive_margin_bounds_the_reach_of_a_pixel():
     rows, cols = np.nonzero(moved)
     reach = max(np.abs(rows - size // 2).max(), np.abs(cols - size // 2).max())
     assert 0 < reach <= r
+
+
+def test_half_resolution_unet_reach_and_alignment():
+    """input_scale=2: the U-Net runs on 2x2-averaged pixels; arch_margin bounds a pixel's reach
+    and arch_alignment is the pooling grid of the full-resolution input."""
+    from models.unet import arch_alignment, arch_margin, model_info
+
+    model = inference_model(build_unet(1, 1, depth=2, base_filters=4, seed=5, input_scale=2), "float32")
+    arch = model_info(model)["arch"]
+    assert arch["input_scale"] == 2 and arch_alignment(arch) == 8
+    r = arch_margin(arch)
+    size = (2 * r + 40) // 8 * 8
+    x = np.zeros((1, size, size, 1), "float32")
+    run = lambda a: keras.ops.convert_to_numpy(model(a, training=False))[0, ..., 0]  # noqa: E731
+    base = run(x)
+    assert base.shape == (size, size)
+    for dy, dx in ((0, 0), (1, 1)):  # both phases of the 2x2 grid
+        y = x.copy()
+        y[0, size // 2 + dy, size // 2 + dx, 0] = 1000.0
+        rows, cols = np.nonzero(np.abs(run(y) - base) > 0)
+        reach = max(np.abs(rows - size // 2 - dy).max(), np.abs(cols - size // 2 - dx).max())
+        assert 0 < reach <= r

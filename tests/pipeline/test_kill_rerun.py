@@ -10,9 +10,13 @@ from pathlib import Path
 
 import luigi
 import numpy as np
+import psycopg2
+import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+
+from footprints.db import conn_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,3 +100,184 @@ def test_kill_9_mid_stage_then_rerun_equals_clean_run(pg, tmp_path, monkeypatch,
     clean_files, clean_rows = _digest(tmp_path / "clean"), _counts(pg)
     assert killed_files == clean_files
     assert killed_rows == clean_rows and clean_rows[0] == 32 * 32 and clean_rows[1] == 60
+
+
+# ---------------------------------------------------------------- kill -9 in every stage of RunAll
+
+# Runs RunAll and SIGKILLs itself at the <n>-th moment that matters in stage <family>: a tile or
+# mask written, a file about to be renamed into place (os.replace/os.rename: everything written,
+# nothing visible yet), or a completion marker inserted but not committed.
+KILLER = """
+import os, signal, sys
+import luigi, luigi.cmdline
+import footprints.db, footprints.tiling, tasks.masks
+
+family, nth = sys.argv[1], int(sys.argv[2])
+state = {"task": None, "n": 0}
+
+@luigi.Task.event_handler(luigi.Event.START)
+def _started(task):
+    state["task"] = task.task_family
+
+def _hit():
+    if state["task"] == family:
+        state["n"] += 1
+        if state["n"] >= nth:
+            sys.stderr.write(f"KILLING {family} at moment {state['n']}\\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def wrap(mod, name, before):
+    real = getattr(mod, name)
+    def hooked(*a, **k):
+        if before:
+            _hit()
+        out = real(*a, **k)
+        if not before:
+            _hit()
+        return out
+    setattr(mod, name, hooked)
+
+wrap(os, "replace", True)
+wrap(os, "rename", True)
+wrap(footprints.db, "touch_marker", False)
+wrap(footprints.tiling, "write_tiff", False)
+wrap(tasks.masks, "write_tiff", False)
+luigi.cmdline.luigi_run(sys.argv[3:])
+"""
+
+STAGES = [("TileImage", 7), ("LoadLabels", 1), ("MakeMasks", 9), ("SplitDataset", 1), ("PredictImage", 1),
+          ("Polygonize", 1), ("DeduplicateBorders", 1), ("WriteOutputs", 2), ("WriteRunOutputs", 1),
+          ("Evaluate", 1)]
+
+
+def _small_scene(root: Path):
+    rng = np.random.default_rng(11)
+    root.mkdir(parents=True, exist_ok=True)
+    img, lab = root / "scene.tif", root / "scene.geojson"
+    with rasterio.open(img, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8",
+                       crs=CRS.from_epsg(32616), transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+        dst.write(rng.integers(0, 255, (3, 512, 512), dtype=np.uint8))
+    feats = []
+    for i in range(48):
+        x, y = 500000 + 4 + (i % 8) * 31 + rng.uniform(0, 8), 4000000 - 12 - (i // 8) * 41 - rng.uniform(0, 8)
+        ring = [[x, y], [x + 9, y], [x + 9, y + 7], [x, y + 7], [x, y]]
+        feats.append({"type": "Feature", "properties": {"i": i}, "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    lab.write_text(json.dumps({"type": "FeatureCollection", "features": feats,
+                               "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32616"}}}))
+    return img, lab
+
+
+def _run_all_args(img, lab):
+    return ["--module", "pipeline", "RunAll", "--local-scheduler", "--workers", "1", "--model-name", "oracle",
+            "--data-images", str(img), "--data-labels", str(lab), "--tiling-tile-size", "64",
+            "--tiling-overlap", "16", "--tiling-workers", "1", "--split-method", "block", "--split-buffer", "4"]
+
+
+def _luigi(args, workdir, dbname, kill=None):
+    env = dict(os.environ, FOOTPRINTS_WORKDIR=str(workdir), PGDATABASE=dbname)
+    cmd = [sys.executable, "-c", KILLER, *kill, *args] if kill else [sys.executable, "-m", "luigi", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, snapshot):
+    """One uninterrupted RunAll on the small scene: its files and rows."""
+    root = tmp_path_factory.mktemp("clean")
+    img, lab = _small_scene(root / "data")
+    admin = psycopg2.connect(**{**conn_params(), "dbname": "postgres"})
+    admin.autocommit = True
+    name = f"footprints_clean_{os.getpid()}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE footprints_template')
+    try:
+        proc = _luigi(_run_all_args(img, lab), root / "work", name)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        yield {"data": (img, lab), "files": snapshot.files(root / "work"), "rows": snapshot.rows(name, root / "work")}
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.parametrize("stage,moment", STAGES, ids=[s for s, _ in STAGES])
+def test_kill_9_in_every_stage_then_rerun_equals_clean_run(clean_run, fresh_db, snapshot, tmp_path, stage, moment):
+    img, lab = clean_run["data"]
+    dbname, work = fresh_db(), tmp_path / "work"
+    killed = _luigi(_run_all_args(img, lab), work, dbname, kill=[stage, str(moment)])
+    assert killed.returncode == -signal.SIGKILL, f"{stage} was never killed:\n{killed.stderr[-3000:]}"
+    assert f"KILLING {stage}" in killed.stderr
+    rerun = _luigi(_run_all_args(img, lab), work, dbname)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    got_rows = snapshot.rows(dbname, work)
+    for table, values in got_rows.items():
+        assert len(values) == len(set(values)), f"duplicate rows in {table}"
+        assert values == clean_run["rows"][table], table
+    got = snapshot.files(work)
+    assert not [f for f in got if ".tmp-" in f], "temporaries of the killed run are cleaned up"
+    assert got == clean_run["files"]
+
+
+# ---------------------------------------------------------------- PostgreSQL restarted mid-run
+
+# Runs RunAll and restarts the PostgreSQL server (the command lines in $FP_TEST_RESTART) when stage
+# <family> has written its rows and marker but not committed them.
+RESTARTER = """
+import json, os, subprocess, sys
+import luigi, luigi.cmdline
+import footprints.db
+
+family = sys.argv[1]
+stop, start = json.loads(os.environ["FP_TEST_RESTART"])
+state = {"task": None, "done": False}
+
+@luigi.Task.event_handler(luigi.Event.START)
+def _started(task):
+    state["task"] = task.task_family
+
+real = footprints.db.touch_marker
+def touch_marker(*a, **k):
+    real(*a, **k)
+    if state["task"] == family and not state["done"]:
+        state["done"] = True
+        sys.stderr.write(f"RESTARTING PostgreSQL in {family}\\n")
+        subprocess.run(stop, check=True)
+        subprocess.run(start, check=True)
+footprints.db.touch_marker = touch_marker
+luigi.cmdline.luigi_run(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("stage", ["LoadLabels", "DeduplicateBorders"])
+def test_postgresql_restarted_mid_stage_fails_cleanly_and_a_rerun_equals_a_clean_run(
+        clean_run, private_cluster, snapshot, tmp_path, stage):
+    img, lab = clean_run["data"]
+    work = tmp_path / "work"
+    env = dict(os.environ, FOOTPRINTS_WORKDIR=str(work), **private_cluster.env(),
+               FP_TEST_RESTART=json.dumps([private_cluster._as_owner(private_cluster.bindir / "pg_ctl", "-D",
+                                                                     private_cluster.data, "-m", "fast", "-w", "stop"),
+                                           private_cluster._as_owner(private_cluster.bindir / "pg_ctl", "-D",
+                                                                     private_cluster.data, "-l", private_cluster.log,
+                                                                     "-o", f"-p {private_cluster.port} -k {private_cluster.root}",
+                                                                     "-w", "start")]))
+    try:
+        first = subprocess.run([sys.executable, "-c", RESTARTER, stage, *_run_all_args(img, lab)], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=300)
+    finally:  # the server is always up again for what follows
+        if private_cluster.run(private_cluster.bindir / "pg_isready", "-h", private_cluster.host, "-p",
+                               private_cluster.port, check=False).returncode:
+            private_cluster.start()
+    assert f"RESTARTING PostgreSQL in {stage}" in first.stderr, first.stderr[-3000:]
+    # the stage whose connection died failed cleanly (nothing of it committed), the others went on
+    assert first.returncode != 0 and f"{stage}" in first.stderr
+    assert "server closed the connection" in first.stderr or "terminating connection" in first.stderr
+    rerun = subprocess.run([sys.executable, "-m", "luigi", *_run_all_args(img, lab)], cwd=REPO,
+                           env={k: v for k, v in env.items() if k != "FP_TEST_RESTART"},
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    got_rows = snapshot.rows("footprints", work, host=private_cluster.host, port=private_cluster.port)
+    for table, values in got_rows.items():
+        assert len(values) == len(set(values)), f"duplicate rows in {table}"
+        assert values == clean_run["rows"][table], table
+    assert snapshot.files(work) == clean_run["files"]

@@ -26,6 +26,14 @@ SRID = 32616
 SAMPLE = Path(__file__).parents[2] / ".." / "shared" / "fixtures" / "spacenet" / "imagery" / "sample_geotiff.tif"
 
 
+@pytest.fixture(autouse=True)
+def _explicit_polygon_settings(luigi_config):
+    """These tests run the task with its inputs faked: explicit values, not ``auto`` (which needs
+    TuneThreshold; tests/tasks/test_tune.py)."""
+    luigi_config("polygonize", "threshold", "0.5")
+    luigi_config("polygonize", "min_area_m2", "5")
+
+
 def test_output_paths_keep_their_names(workdir):
     out = Evaluate(images=["a"]).output()
     assert out["metrics"].path == str(outputs_dir() / "metrics.json")
@@ -91,7 +99,7 @@ def test_evaluate_task_scores_each_image_in_its_crs(pg, tmp_path, workdir, luigi
     assert result["by_image"] == {"imgA": prf(1, 1, 1), "imgB": prf(0, 0, 2)}
     assert result["by_aoi"] == result["by_image"]  # pipeline images are their own AOI
     assert result["total"] == prf(1, 1, 3)
-    assert result["splits"]["all"] == {"images": ["imgA", "imgB"], **prf(1, 1, 3)}
+    assert result["splits"]["all"] == {"images": ["imgA", "imgB"], **prf(1, 1, 3), "scored_on": "images"}
     assert result["run"] == run_key() and result["iou_threshold"] == pytest.approx(0.5)
     per_image = pd.read_csv(task.output()["per_image"].path)
     assert per_image["ImageId"].tolist() == ["imgA", "imgB"] and per_image["tp"].tolist() == [1, 0]

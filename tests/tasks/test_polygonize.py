@@ -21,6 +21,14 @@ from tasks.polygonize import Polygonize
 UTM = Affine(0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0)
 
 
+@pytest.fixture(autouse=True)
+def _explicit_polygon_settings(luigi_config):
+    """These tests run the task with its inputs faked: explicit values, not ``auto`` (which needs
+    TuneThreshold; tests/tasks/test_tune.py)."""
+    luigi_config("polygonize", "threshold", "0.5")
+    luigi_config("polygonize", "min_area_m2", "5")
+
+
 def rect_mask(h, w, rects, value=255, dtype=np.uint8):
     m = np.zeros((h, w), dtype)
     for x0, y0, x1, y1 in rects:

@@ -1,6 +1,9 @@
 """tasks/tiling.py: TileImage on real rasters, into files and PostGIS (the grid is tested in
 tests/footprints/test_tiling.py)."""
+import errno
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import luigi
@@ -10,7 +13,9 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from footprints import tiling as tiling_lib
 from footprints.errors import InputError
+from footprints.tiling import write_tiff as real_write_tiff
 from tasks.tiling import TileImage
 
 # ---------------------------------------------------------------- real SpaceNet chip
@@ -208,3 +213,71 @@ def test_bad_rasters_fail_alone_with_one_line_errors_and_good_ones_go_through(pg
     with pg.cursor() as cur:
         cur.execute("SELECT count(DISTINCT image) FROM tiles")
         assert cur.fetchone()[0] == len(good)
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def _noise_scene(path: Path, size: int = 512) -> Path:
+    arr = np.random.default_rng(5).integers(0, 255, (3, size, size), dtype=np.uint8)  # incompressible
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
+                       crs=CRS.from_epsg(32616), transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+        dst.write(arr)
+    return path
+
+
+def _assert_clear_disk_full_and_nothing_left(task, root: Path):
+    # run() itself, to see its exception (the Luigi UI's status and progress callbacks are no-ops)
+    task.set_status_message = task.set_progress_percentage = lambda *a: None
+    with pytest.raises(OSError) as err:
+        task.run()
+    assert err.value.errno == errno.ENOSPC
+    assert "no space left on device while writing tiles" in str(err.value)
+    assert "FOOTPRINTS_WORKDIR" in str(err.value)
+    # no tile directory, complete-looking or not, and no temporary left behind
+    assert not Path(task.output().path).exists() and not task.tile_dir().exists()
+    left = [p for p in root.rglob("*") if p.is_file()]
+    assert not left, left
+    assert not task.complete()
+
+
+def test_disk_full_while_writing_tiles_is_clear_and_leaves_nothing(pg, workdir, luigi_config, tmp_path, monkeypatch):
+    img = _noise_scene(tmp_path / "data" / "scene.tif")
+    luigi_config("tiling", "tile_size", 64)
+    luigi_config("tiling", "overlap", 0)
+    luigi_config("tiling", "workers", 1)
+    written = []
+
+    def full_after_five(path, profile, arr):  # the disk fills up at the sixth tile
+        if len(written) == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write_tiff(path, profile, arr)
+        written.append(path)
+
+    monkeypatch.setattr(tiling_lib, "write_tiff", full_after_five)
+    task = TileImage(image="scene", path=str(img))
+    _assert_clear_disk_full_and_nothing_left(task, workdir)
+    assert len(written) == 5
+    monkeypatch.setattr(tiling_lib, "write_tiff", real_write_tiff)
+    _run(task)  # with space again, a rerun completes
+    assert len(json.loads(Path(task.output().path).read_text())["tiles"]) == 64
+
+
+def test_a_real_full_filesystem_is_caught(pg, luigi_config, tmp_path, monkeypatch):
+    """libtiff only prints ENOSPC and leaves empty tiles: a real 1 MiB tmpfs proves it is caught."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (make test runs as root)")
+    img = _noise_scene(tmp_path / "data" / "scene.tif")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        monkeypatch.setenv("FOOTPRINTS_WORKDIR", str(mnt))
+        luigi_config("tiling", "tile_size", 64)
+        luigi_config("tiling", "overlap", 0)
+        luigi_config("tiling", "workers", 2)
+        luigi_config("tiling", "compress", "none")
+        _assert_clear_disk_full_and_nothing_left(TileImage(image="scene", path=str(img)), mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -1,0 +1,2 @@
+-- the prediction service's map page: the runs that have buildings
+SELECT DISTINCT run FROM buildings ORDER BY run;
