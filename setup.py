@@ -35,11 +35,18 @@ setup(
         "tensorboard>=2.16",
         # models/service.py (`footprints serve`): the HTTP server; streams request bodies to disk
         "aiohttp>=3.9",
+        # models/engines.py: PredictImage's CPU engine ([predict] engine = auto picks ONNX Runtime on
+        # CPU-only float32 hosts; the model is exported once with tf2onnx), Keras stays the fallback
+        "onnxruntime>=1.17; platform_machine=='x86_64'",
+        "tf2onnx>=1.16; platform_machine=='x86_64'",
+        "onnx>=1.15; platform_machine=='x86_64'",
         # luigid's task history in PostgreSQL ([task_history] db_connection, luigid.cfg)
         "sqlalchemy>=1.4,<2.1",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.80", "pyyaml>=6", "pytest-timeout>=2.1", "ruff>=0.6"],
+        # the other CPU engine bench/inference.py compares ([predict] engine = openvino)
+        "openvino": ["openvino>=2024.0; platform_machine=='x86_64'"],
     },
     entry_points={
         "console_scripts": ["footprints=footprints.cli:main"],

@@ -31,14 +31,14 @@ class TrainParams:
     from here."""
 
     depth: int = 4
-    base_filters: int = 16
+    base_filters: int = 8
     input_scale: int = 1
     batchnorm: bool = False
-    epochs: int = 15
+    epochs: int = 14
     batch_size: int = 4
     crop_size: int = 256
-    samples_per_epoch: int = 400
-    learning_rate: float = 2e-3
+    samples_per_epoch: int = 200
+    learning_rate: float = 5e-3
     loss: str = "bce+jaccard"
     warmup_loss: str = "bce"
     warmup_epochs: int = 0

@@ -4,7 +4,7 @@
 #      chromium (headless, for the map page's test) and npm where there is none
 #   2. a running PostgreSQL server (starts the local cluster if it is down)
 #   3. role $PGUSER (no superuser), database $PGDATABASE with PostGIS, template db for tests
-#   4. .venv with GDAL's Python bindings built against the system libgdal, then `pip install -e .[test]`
+#   4. .venv with GDAL's Python bindings built against the system libgdal, then `pip install -e .[test,openvino]`
 #   5. npm ci: Leaflet for the map page of `footprints serve` (node_modules/)
 # A second run only checks and takes seconds.
 set -euo pipefail
@@ -115,7 +115,7 @@ if [ ! -f "$stamp" ]; then
     "$VPY" -m pip install -q --no-cache-dir --no-build-isolation --force-reinstall --no-deps "gdal[numpy]==$GDAL_VERSION"
   fi
   "$VPY" -c 'from osgeo import gdal, gdal_array' || { echo "osgeo.gdal_array failed to import after building GDAL $GDAL_VERSION" >&2; exit 1; }
-  "$VPY" -m pip install -q -e '.[test]'
+  "$VPY" -m pip install -q -e '.[test,openvino]'
   "$VPY" -c 'from osgeo import gdal_array; import rasterio, luigi, keras, psycopg2, shapely, geopandas' \
     || { echo "python environment is incomplete" >&2; exit 1; }
   rm -f "$VENV_DIR"/.footprints-setup-*
