@@ -76,28 +76,46 @@ def input_shape(tiles, align: int) -> tuple[int, int]:
     return math.ceil(h / align) * align, math.ceil(w / align) * align
 
 
-def _runs(cores: list[tuple[int, int]], max_extent: int) -> list[tuple[int, int]]:
-    """Consecutive (offset, size) cores of one axis merged greedily into runs of at most
-    ``max_extent`` pixels (a core larger than that stays alone)."""
-    out: list[list[int]] = []
-    for off, size in sorted(cores):
-        if out and off == out[-1][0] + out[-1][1] and out[-1][1] + size <= max_extent:
-            out[-1][1] += size
-        else:
-            out.append([off, size])
-    return [(a, b) for a, b in out]
+def _runs(cores: list[tuple[int, int]], max_extent: int, whole: bool = False) -> list[tuple[int, int]]:
+    """Consecutive (offset, size) cores of one axis merged into ``k`` runs of nearly equal extent,
+    ``k`` as small as keeps every run within ``max_extent`` (a core larger than that stays alone);
+    ``whole``: the axis is no longer than one window, so one run covers it."""
+    cores = sorted(cores)
+    if whole:
+        return [(cores[0][0], sum(s for _, s in cores))]
+    total = sum(s for _, s in cores)
+    for k in range(max(1, math.ceil(total / max(max_extent, 1))), len(cores) + 1):
+        ends = [total * (i + 1) / k for i in range(k)]
+        out: list[list[int]] = []
+        acc, g = 0, 0
+        for off, size in cores:
+            # start a new run when this core's middle lies past the current run's target end
+            if out and g < k - 1 and acc + size / 2 > ends[g]:
+                g += 1
+                out.append([off, size])
+            elif out:
+                out[-1][1] += size
+            else:
+                out.append([off, size])
+            acc += size
+        if all(size <= max_extent for _, size in out) or k == len(cores):
+            return [(a, b) for a, b in out]
+    return cores
 
 
-def group_cores(tiles, max_core: int) -> list[dict]:
+def group_cores(tiles, max_core: int, width: int | None = None, height: int | None = None,
+                window: int | None = None) -> list[dict]:
     """Tile cores merged into rectangular blocks of neighbouring cores, at most ``max_core``
-    pixels a side: one model window then serves many cores, so the receptive margin that every
-    window needs around its core is a small share of the computation. Cores form a grid (one
-    partition per axis); anything else is returned as it is."""
+    pixels a side and of nearly equal size: one model window then serves many cores, so the
+    receptive margin that every window needs around its core is a small share of the computation.
+    An axis no longer than ``window`` is one block (the window is the whole axis, no margin).
+    Cores form a grid (one partition per axis); anything else is returned as it is."""
     xs = sorted({(t["core_col_off"], t["core_width"]) for t in tiles})
     ys = sorted({(t["core_row_off"], t["core_height"]) for t in tiles})
     if len(xs) * len(ys) != len(tiles) or max_core <= 0:
         return list(tiles)
-    gx, gy = _runs(xs, max_core), _runs(ys, max_core)
+    gx = _runs(xs, max_core, whole=bool(window and width and width <= window))
+    gy = _runs(ys, max_core, whole=bool(window and height and height <= window))
     if len(gx) == len(xs) and len(gy) == len(ys):
         return list(tiles)
     return [{"tile_id": f"block_{cx}_{cy}", "col_off": cx, "row_off": cy, "width": w, "height": h,

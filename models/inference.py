@@ -124,7 +124,7 @@ def plan_windows(tiles, width: int, height: int, context: int, align: int, windo
     Returns ``(windows, batch size)``; the output is the same whatever ``window`` is."""
     if window > 0:
         max_core = (window - 2 * context) // align * align
-        tiles = group_cores(tiles, max_core)
+        tiles = group_cores(tiles, max_core, width, height, window)
     wins = context_windows(tiles, width, height, context, align)
     area = max(w["width"] * w["height"] for w in wins)
     return wins, max(1, min(batch_size, batch_size * BATCH_UNIT_PX // area))
