@@ -33,7 +33,7 @@ def _ip(*args):
 def two_hosts():
     """Two network namespaces joined by a veth pair: {"a": (ns, address), "b": ..., "subnet": cidr}."""
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root (make test runs as root)")
+        pytest.fail("network namespaces need root: run `make test` as root (CI does)")
     tag = uuid.uuid4().hex[:6]
     net = f"10.{random.randint(100, 250)}.{random.randint(1, 250)}"
     hosts = {"a": (f"fpa{tag}", f"{net}.1"), "b": (f"fpb{tag}", f"{net}.2"), "subnet": f"{net}.0/24"}

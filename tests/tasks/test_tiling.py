@@ -267,7 +267,7 @@ def test_disk_full_while_writing_tiles_is_clear_and_leaves_nothing(pg, workdir, 
 def test_a_real_full_filesystem_is_caught(pg, luigi_config, tmp_path, monkeypatch):
     """libtiff only prints ENOSPC and leaves empty tiles: a real 1 MiB tmpfs proves it is caught."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (make test runs as root)")
+        pytest.fail("mounting a tmpfs needs root: run `make test` as root (CI does)")
     img = _noise_scene(tmp_path / "data" / "scene.tif")
     mnt = tmp_path / "small"
     mnt.mkdir()
