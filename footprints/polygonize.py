@@ -48,7 +48,7 @@ from footprints.geo import pixel_area, pixel_to_geo
 
 __all__ = [
     "as_probability", "building_labels", "grow_labels", "polygonize_labels",
-    "polygonize_probabilities", "read_window", "tile_polygons", "prediction_rows", "check_probabilities",
+    "polygonize_probabilities", "probability_bands", "read_window", "tile_polygons", "prediction_rows", "check_probabilities",
     "store_predictions", "polygonize_image",
 ]
 
@@ -153,6 +153,12 @@ def class_footprint(p: np.ndarray, n_classes: int) -> np.ndarray:
     if p.shape[0] < n_classes:
         raise ValueError(f"{n_classes} class channels expected, the probabilities have {p.shape[0]} bands")
     return np.concatenate([p[:n_classes].max(axis=0, keepdims=True), p[n_classes:]])
+
+
+def probability_bands(three_class: bool = False, n_classes: int = 0) -> list[int]:
+    """The 1-based bands of a probability raster that Polygonize reads: the footprint (with
+    building types, the ``n_classes`` class channels), then boundary and contact with ``three_class``."""
+    return list(range(1, max(1, int(n_classes)) + (3 if three_class else 1)))
 
 
 def polygonize_probabilities(prob: np.ndarray, transform, threshold: float = 0.5, min_area_m2: float = 0.0,
@@ -289,9 +295,9 @@ def iter_tile_polygons(src, tiles, *, halo_px: int = 0, threshold: float = 0.5, 
     window grown by ``halo_px`` (within the image) read on its own (bounded memory), and
     :func:`tile_polygons` of it. Polygonize stores them in PostGIS; the prediction service
     deduplicates them in memory (:mod:`footprints.borders`). ``bands``: the bands to read
-    (default: the footprint, or the three bands with ``three_class``)."""
+    (default: :func:`probability_bands`)."""
     if bands is None:
-        bands = [1, 2, 3] if three_class else [1]
+        bands = probability_bands(three_class, n_classes)
     for t in tiles:
         win = read_window(t, halo_px, src.width, src.height)
         arr = src.read(bands, window=Window(*win))
@@ -309,7 +315,7 @@ def polygonize_image(conn, src, tiles, run: str, image: str, *, halo_px: int = 0
     memory); the tile stores the polygons that reach into its core, whole as it sees them
     (:func:`tile_polygons`). The rows go through a temporary CSV file and one COPY, in the
     caller's transaction (the caller commits them with its marker). ``bands``: the bands to
-    read (default: the footprint, or the three bands with ``three_class``).
+    read (default: :func:`probability_bands`).
     ``progress(what, fraction)``: optional; ``fraction`` is None when only the message changes."""
     transform = src.transform
     srid = db.srid_for_crs(conn, src.crs)

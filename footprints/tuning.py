@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from footprints.atomic import atomic_path
 from footprints.borders import deduplicate_polygons
 from footprints.geo import pixel_area
-from footprints.polygonize import read_window, tile_polygons
+from footprints.polygonize import probability_bands, read_window, tile_polygons
 from footprints.spacenet import DEFAULT_IOU, evaluate_frames, make_frame
 
 __all__ = ["UNTUNED", "parse_values", "grid_buildings", "score_grid", "choose", "plot_tuning"]
@@ -53,10 +53,12 @@ def parse_values(text: str, setting: str = "values") -> list[float]:
     return sorted({round(v, 10) for v in vals})
 
 
-def _tile_lists(src, tiles, threshold: float, halo_px: int, three_class: bool, bands):
+def _tile_lists(src, tiles, threshold: float, halo_px: int, three_class: bool, bands, n_classes: int = 0):
     """Per tile: ``(tile_id, [(pix, score, droppable_area_m2)])`` at minimum area 0, where
     ``droppable_area_m2`` is the polygon's area when Polygonize's minimum-area rule may drop it
-    (it does not touch the read window's edge), else None."""
+    (it does not touch the read window's edge), else None. ``n_classes``: as in
+    :func:`footprints.polygonize.polygonize_probabilities` (buildings on the union of the class
+    channels; their class confidences are not needed: the score is class-agnostic)."""
     px = pixel_area(src.transform)
     out = []
     for t in tiles:
@@ -64,8 +66,8 @@ def _tile_lists(src, tiles, threshold: float, halo_px: int, three_class: bool, b
         c0, r0, w, h = win
         arr = src.read(bands, window=Window(*win))
         polys = []
-        for pix, _, score in tile_polygons(arr, src.transform, t, win, threshold=threshold, min_area_m2=0.0,
-                                           three_class=three_class):
+        for pix, _, score, *_ in tile_polygons(arr, src.transform, t, win, threshold=threshold, min_area_m2=0.0,
+                                               three_class=three_class, n_classes=n_classes):
             x0, y0, x1, y1 = pix.bounds
             edge = x0 <= c0 or y0 <= r0 or x1 >= c0 + w or y1 >= r0 + h  # polygonize._touches_window_edge
             polys.append((pix, float(np.float32(score)), None if edge else pix.area * px))
@@ -75,16 +77,20 @@ def _tile_lists(src, tiles, threshold: float, halo_px: int, three_class: bool, b
 
 def grid_buildings(src, tiles, thresholds, min_areas, *, three_class: bool = False, bands=None, halo_px: int = 0,
                    simplify_px: float = 0.0, merge_overlap: float = 0.5, min_shared_px: float = 1.0,
-                   progress=None) -> dict:
+                   progress=None, n_classes: int = 0) -> dict:
     """``{(threshold, min_area_m2): [building polygons in the image CRS]}`` of the open
     probability raster ``src`` (PredictImage's output) tiled as ``tiles`` (TileImage's index):
     for every grid point, the buildings Polygonize + DeduplicateBorders give with those
-    settings and the others passed here. ``progress(done, total)``: optional, per threshold."""
+    settings and the others passed here. ``progress(done, total)``: optional, per threshold.
+    ``n_classes`` (building types): the first bands are one footprint channel per class, and
+    buildings are found class-agnostically on their union, as Polygonize finds them.
+    ``bands``: the bands to read (default: the class channels or the footprint, then boundary
+    and contact with ``three_class``)."""
     if bands is None:
-        bands = [1, 2, 3] if three_class else [1]
+        bands = probability_bands(three_class, n_classes)
     out = {}
     for i, th in enumerate(thresholds):
-        lists = _tile_lists(src, tiles, th, halo_px, three_class, bands)
+        lists = _tile_lists(src, tiles, th, halo_px, three_class, bands, n_classes)
         for m in min_areas:
             preds = [(tid, score, pix) for tid, polys in lists for pix, score, area in polys
                      if area is None or area >= m]

@@ -73,7 +73,7 @@ def plot_history(path: Path, history: list[dict], best_epoch: int | None = None)
         if any(y is not None for y in ys):
             ax.plot(ep, [np.nan if y is None else y for y in ys], marker=".", label=key,
                     linestyle="--" if key.startswith("val_") else "-")
-    for ax, title in ((a1, "loss"), (a2, "pixel IoU / F1 (footprint)")):
+    for ax, title in ((a1, "loss"), (a2, "pixel IoU / F1 (footprint; with building types, their union)")):
         if best_epoch:
             ax.axvline(best_epoch, color="grey", lw=0.8)
         ax.set_xlabel("epoch")

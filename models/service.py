@@ -52,8 +52,9 @@ from footprints.borders import deduplicate_polygons
 from footprints.errors import InputError
 from footprints.names import image_id
 from footprints.outputs import geojson_features
-from footprints.polygonize import iter_tile_polygons
+from footprints.polygonize import iter_tile_polygons, probability_bands
 from models.inference import load_predictor, predict_file, window_tiles
+from models.unet import building_types
 
 log = logging.getLogger("footprints.serve")
 REPO = Path(__file__).resolve().parents[1]
@@ -102,8 +103,7 @@ class Predictor:
         # the head's channels: footprint[, boundary, contact], or with building types one footprint
         # channel per type first (Polygonize's n_classes; the buildings then get class and conf)
         self.three_class = {"boundary", "contact"} <= set(self.classes)
-        heads = [c for c in self.classes if c not in ("boundary", "contact")]
-        self.types = () if heads == ["footprint"] else tuple(heads)
+        self.types = building_types(self.classes)
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_file, "bands": self.bands, "classes": self.classes,
@@ -125,7 +125,7 @@ class Predictor:
                      batch_size=s.batch_size, compress="none", window=s.window, predictor=self.predictor)
         with rasterio.open(prob) as src:
             tiles = window_tiles(src.width, src.height, s.tile_size, s.overlap)
-            bands = list(range(1, len(self.classes) + 1)) if self.types or self.three_class else [1]
+            bands = probability_bands(self.three_class, len(self.types))  # every head channel
             preds = [(t["tile_id"], float(np.float32(p[2])), p[0])  # score and conf: `real`s in predictions
                      + ((tuple(float(np.float32(v)) for v in p[3]),) if len(p) > 3 else ())
                      for t, polys in iter_tile_polygons(src, tiles, halo_px=s.halo_px, threshold=threshold,

@@ -32,7 +32,7 @@ from models.io import save_model_atomic
 from models.losses import make_loss
 from models.metrics import PixelF1, PixelIoU
 from models.params import TrainParams
-from models.unet import alignment, build_unet
+from models.unet import alignment, build_unet, building_types
 
 __all__ = ["TrainParams", "build_model_for", "compile_model", "make_optimizer", "train_model"]
 
@@ -60,9 +60,14 @@ def make_optimizer(params: TrainParams, total_steps: int, policy: str):
     return opt
 
 
-def compile_model(model, optimizer, loss_spec: str, class_weights=None) -> None:
+def compile_model(model, optimizer, loss_spec: str, class_weights=None, n_types: int = 0) -> None:
+    """``n_types`` (building types): the head's first channels are one footprint per class, and
+    the IoU/F1 that select the best epoch are of their union (the buildings Polygonize finds),
+    not of the first class alone."""
+    union = max(1, int(n_types))
     model.compile(optimizer=optimizer, loss=make_loss(loss_spec, class_weights),
-                  metrics=[PixelIoU(name="iou"), PixelF1(name="f1")], jit_compile=jit_setting())
+                  metrics=[PixelIoU(name="iou", union=union), PixelF1(name="f1", union=union)],
+                  jit_compile=jit_setting())
 
 
 def _remove_stale_temporaries(*dirs: Path) -> None:
@@ -154,7 +159,7 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
         if stopped or end <= start:
             continue
         state["loss_spec"] = loss_spec
-        compile_model(model, optimizer, loss_spec, params.class_weights)
+        compile_model(model, optimizer, loss_spec, params.class_weights, len(building_types(meta.get("channels") or ())))
         if not restored:
             restore_optimizer(model.optimizer, model, ckpt / state["last_optimizer"])
             restored = True

@@ -20,6 +20,14 @@ from keras import layers, ops
 CLASS_NAMES = {1: ("footprint",), 3: ("footprint", "boundary", "contact")}
 
 
+def building_types(channel_names) -> tuple[str, ...]:
+    """The building types of a head (or mask) with these channel names: its footprint channels,
+    one per class, which come first; ``()`` for a head without types (``footprint``[, boundary,
+    contact]). Their number is Polygonize's ``n_classes`` (the footprint is their union)."""
+    heads = [str(c) for c in channel_names if c not in ("boundary", "contact")]
+    return () if heads == ["footprint"] else tuple(heads)
+
+
 @keras.saving.register_keras_serializable(package="footprints")
 class Standardize(layers.Layer):
     """``(x - mean) / std`` per band, computed in float32; pixels whose bands all equal

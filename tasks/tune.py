@@ -95,16 +95,17 @@ class TuneThreshold(luigi.Task):
         regions = split_regions(split["splits"]).get("val", {}) if split.get("method") == "block" else None
         pc, dc = config.polygonize(), config.dedup()
         three_class = config.masks().kind == "3class"
+        classes = config.class_spec()[1]  # building types: found on the union of the class channels
         truth, found = {}, {}
         for n, im in enumerate(val):
             index_path = deps[im]["tiles"].path
             index = read_tile_index(index_path)
             with rasterio.open(deps[im]["prob"].path) as src:
-                bands = check_probabilities(src, index, index_path, three_class)
+                bands = check_probabilities(src, index, index_path, three_class, classes)
                 grid_im = grid_buildings(
                     src, index["tiles"], grid["thresholds"], grid["min_areas_m2"], three_class=three_class,
                     bands=bands, halo_px=pc.halo_px, simplify_px=pc.simplify_px, merge_overlap=dc.merge_overlap,
-                    min_shared_px=dc.min_shared_px,
+                    min_shared_px=dc.min_shared_px, n_classes=len(classes),
                     progress=lambda d, t, n=n, im=im: report(self, int(90 * (n + d / t) / len(val)),
                                                              f"{im}: threshold {d}/{t} (image {n + 1}/{len(val)})"))
             truth[im] = self._truth(im, index)

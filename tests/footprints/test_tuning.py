@@ -49,6 +49,41 @@ def test_grid_gives_the_buildings_of_polygonize_and_dedup_at_every_point(tmp_pat
     assert n[(0.45, 6.0)] <= n[(0.45, 2.0)] <= n[(0.45, 0.0)]  # the area filter only removes
 
 
+@pytest.mark.parametrize("three_class", [False, True])
+def test_typed_grid_finds_buildings_on_the_union_of_the_class_channels(tmp_path, three_class):
+    """Building types (3 class channels first): the grid's buildings are Polygonize's with
+    ``n_classes``, found on the union of the class channels, at every point."""
+    path = _raster(tmp_path / "p.tif", seed=5, bands=5 if three_class else 3)
+    tiles = [asdict(s) for s in tile_grid(170, 150, 64, 16)]
+    kw = dict(halo_px=4, simplify_px=1.0, merge_overlap=0.5, min_shared_px=1.0)
+    with rasterio.open(path) as src:
+        grid = grid_buildings(src, tiles, [0.55], [0.0, 4.0], three_class=three_class, n_classes=3, **kw)
+        for (t, m), got in grid.items():
+            preds = [(tile["tile_id"], float(np.float32(p[2])), p[0])
+                     for tile, polys in iter_tile_polygons(src, tiles, halo_px=4, threshold=t, min_area_m2=m,
+                                                           three_class=three_class, n_classes=3)
+                     for p in polys]
+            ref = deduplicate_polygons(tiles, preds, src.transform, 170, 150, None, min_area_m2=m, **kw)
+            assert len(got) == len(ref) > 0, (t, m)
+            for g, r in zip(got, ref):
+                assert shapely.equals_exact(g, r["geom"], 0.0)
+
+
+def test_a_building_of_the_second_class_only_is_found(tmp_path):
+    """Class 0's channel empty, class 1's full where the building is: the grid finds it (channel 0
+    alone would find nothing)."""
+    prob = np.zeros((5, 64, 64), np.uint8)
+    prob[1, 10:30, 12:40] = 255
+    with rasterio.open(tmp_path / "p.tif", "w", driver="GTiff", width=64, height=64, count=5, dtype="uint8",
+                       crs="EPSG:32616", transform=UTM) as dst:
+        dst.write(prob)
+    tiles = [asdict(s) for s in tile_grid(64, 64, 64, 0)]
+    with rasterio.open(tmp_path / "p.tif") as src:
+        grid = grid_buildings(src, tiles, [0.3, 0.5], [5.0], three_class=True, n_classes=3)
+    for point, found in grid.items():
+        assert len(found) == 1 and found[0].area == pytest.approx(20 * 28 * 0.25), point
+
+
 def test_score_grid_is_the_building_metric_with_the_points_min_area():
     a, b, small = shapely.box(0, 0, 10, 10), shapely.box(20, 0, 30, 10), shapely.box(40, 0, 41, 2)
     truth = {"i1": [a, b, small], "i2": []}

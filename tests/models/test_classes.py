@@ -92,3 +92,33 @@ def test_training_on_typed_masks_names_the_head_after_the_classes(tmp_path):
                          patience=0, workers=1, cache_mb=8, precision="float32", class_weights=(1, 1, 3, 1, 1))
     path = train_model(items[:3], items[3:], tmp_path / "run", params, verbose=0)
     assert model_info(load_model(path))["classes"] == NAMES
+
+
+def test_validation_iou_of_a_typed_head_is_the_union_of_the_class_channels(tmp_path):
+    """The val tile's only building is of class 1 (class 0's band empty): the monitored val_iou is
+    the IoU of the union of the class channels (Polygonize's footprint), as NumPy computes it."""
+    from footprints.polygonize import class_footprint
+
+    keras.backend.clear_session()
+    items = _typed_items(tmp_path / "data", n=4)
+    val = items[3]
+    m = np.zeros((5, 64, 64), np.uint8)
+    m[1, 8:56, 8:56] = 255  # one large Incomplete building
+    _write(val["mask"], m)
+    seen = []
+
+    class Check(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            with rasterio.open(val["tile"]) as src:
+                x = np.moveaxis(src.read(), 0, -1)[None].astype("float32")
+            pred = np.moveaxis(self.model.predict(x, verbose=0)[0], -1, 0)
+            pp, tt = class_footprint(pred, 3)[0] >= 0.5, class_footprint(m / 255.0, 3)[0] >= 0.5
+            tp, fp, fn = (tt & pp).sum(), (~tt & pp).sum(), (tt & ~pp).sum()
+            seen.append((logs["val_iou"], tp / (tp + fp + fn)))
+
+    params = TrainParams(depth=2, base_filters=4, epochs=2, batch_size=2, crop_size=32, samples_per_epoch=4,
+                         patience=0, workers=1, cache_mb=8, precision="float32", learning_rate=0.05)
+    train_model(items[:3], [val], tmp_path / "run", params, callbacks=[Check()], verbose=0)
+    assert len(seen) == 2
+    for got, want in seen:
+        assert got == pytest.approx(want, abs=1e-6)

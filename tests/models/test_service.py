@@ -153,23 +153,25 @@ def raw_http(port, head: bytes, body_chunks=(), timeout=30) -> tuple[int, dict]:
 # ---------------------------------------------------------------- the DAG's path, for comparison
 
 
-def dag_geojson(conn, scene, tmp, run, threshold=THRESHOLD, min_area=MIN_AREA):
+def dag_geojson(conn, scene, tmp, run, threshold=THRESHOLD, min_area=MIN_AREA, model=None, classes=()):
     """The library path of PredictImage -> Polygonize -> DeduplicateBorders -> WriteOutputs'
-    GeoJSON features, with the DAG's defaults for everything the test does not set."""
+    GeoJSON features, with the DAG's defaults for everything the test does not set (``classes``:
+    building types, the model's class channels, as [data] classes)."""
     prob = tmp / f"{run}_prob.tif"
-    predict_file(scene["model"], scene["image"], prob, TILE, OVERLAP, context="auto", engine="keras",
+    predict_file(model or scene["model"], scene["image"], prob, TILE, OVERLAP, context="auto", engine="keras",
                  precision="float32")
     with rasterio.open(prob) as src:
         tiles = [asdict(t) for t in tile_grid(src.width, src.height, TILE, OVERLAP)]
         polygonize_image(conn, src, tiles, run, IMAGE, halo_px=fs.DEFAULTS["halo_px"], threshold=threshold,
-                         min_area_m2=min_area, three_class=True)
+                         min_area_m2=min_area, three_class=True, bands=list(range(1, src.count + 1)),
+                         n_classes=len(classes))
         srid = db.srid_for_crs(conn, src.crs)
         deduplicate(conn, run, IMAGE, tiles, src.transform, srid, min_area_m2=min_area,
                     simplify_px=fs.DEFAULTS["simplify_px"], halo_px=fs.DEFAULTS["halo_px"],
                     min_shared_px=fs.DEFAULTS["min_shared_px"], merge_overlap=fs.DEFAULTS["merge_overlap"],
-                    width=src.width, height=src.height)
+                    width=src.width, height=src.height, classes=classes)
     conn.commit()
-    return geojson_features(image_id(IMAGE), read_buildings(conn, run, IMAGE))
+    return geojson_features(image_id(IMAGE), read_buildings(conn, run, IMAGE, classes))
 
 
 def iou(a, b) -> float:
@@ -220,6 +222,41 @@ def test_thresholds_change_the_buildings(server, scene):
         assert status == 200
         counts.append(len(json.loads(body)["features"]))
     assert counts[0] > counts[1] and counts[2] == 0
+
+
+TYPES = ("Complete", "Incomplete", "Foundation")
+
+
+def test_a_typed_model_gives_class_and_conf_as_the_dags_outputs(scene, pg, tmp_path):
+    """A model with building types whose class-0 channel is empty and class-1 channel full: the
+    service finds the building on the union of the class channels and answers with ``class`` and
+    ``conf_*``, the same features as the DAG's GeoJSON."""
+    keras.backend.clear_session()
+    net = models.build_unet(3, 5, depth=2, base_filters=4, seed=7, channel_names=[*TYPES, "boundary", "contact"])
+    head = net.get_layer("logits")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.zeros_like(kernel), np.array([-20, 20, -20, -20, -20], bias.dtype)])
+    (tmp_path / "typed").mkdir()
+    model = tmp_path / "typed" / "model.keras"
+    models.save_model_atomic(net, model)
+    (tmp_path / "tmp").mkdir()
+    service = Service(Settings(model_file=str(model), tile_size=TILE, overlap=OVERLAP, engine="keras",
+                               precision="float32", tmp_dir=str(tmp_path / "tmp")))
+    with ServerThread(service) as srv:
+        h = json.loads(call("GET", f"{srv.url}/health")[2])
+        assert h["building_types"] == list(TYPES)
+        status, _, body = post_tiff(srv, scene["image"], f"?threshold=0.5&min_area_m2=5&image={IMAGE}")
+    assert status == 200, body
+    got = json.loads(body)["features"]
+    assert len(got) == 1  # the whole scene, one building across the tiles
+    props = got[0]["properties"]
+    assert props["class"] == "Incomplete"
+    assert (props["conf_complete"], props["conf_incomplete"], props["conf_foundation"]) == (0.0, 1.0, 0.0)
+    ref = dag_geojson(pg, scene, tmp_path, "svc_typed", threshold=0.5, min_area=5.0, model=model, classes=TYPES)
+    assert [f["properties"] for f in got] == [f["properties"] for f in ref]
+    for g, r in zip(got, ref):
+        assert shapely.equals_exact(shapely.geometry.shape(g["geometry"]), shapely.geometry.shape(r["geometry"]),
+                                    1e-9)
 
 
 def _geotiff_bytes(tmp_path, bands=3, crs="EPSG:32616", size=40) -> bytes:

@@ -67,6 +67,23 @@ def test_tune_threshold_on_the_oracle(pg, workdir, luigi_config):
     assert [p.name for p in (workdir / "predictions").rglob("*.tif")] == ["demo_01.tif"]
 
 
+def test_typed_tuning_finds_buildings_of_every_class(pg, workdir, luigi_config):
+    """The typed demo (class channels Complete, Incomplete, Foundation, then boundary and contact):
+    TuneThreshold finds buildings on the union of the class channels, as Polygonize does, so the
+    oracle scores F1 = 1 everywhere (with the first class taken as the footprint it would miss
+    the other classes' buildings and read two class channels as boundary and contact)."""
+    _small_demo(luigi_config)
+    luigi_config("data", "demo_typed", "true")
+    luigi_config("tune", "thresholds", "0.5")
+    luigi_config("tune", "min_areas_m2", "5")
+    task = TuneThreshold()
+    assert luigi.build([task], local_scheduler=True, log_level="WARNING")
+    t = json.loads(Path(task.output().path).read_text())
+    assert t["val_images"] == ["demo_01"] and not t["fallback"]
+    (r,) = t["results"]
+    assert (r["f1"], r["fp"], r["fn"]) == (1.0, 0, 0) and r["tp"] > 0, r
+
+
 def test_no_val_split_falls_back_with_a_warning(pg, workdir, luigi_config):
     _small_demo(luigi_config, scenes=2)  # one train, one test image
     task = TuneThreshold()
