@@ -154,6 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="default: [predict] batch_size")
     ap.add_argument("--precision", default=None, help="default: [predict] precision")
     ap.add_argument("--engine", default=None, help="default: [predict] engine")
+    ap.add_argument("--io-only", action="store_true", help="only the I/O ceiling (no network): skip every model timing")
     args = ap.parse_args(argv)
 
     import keras
@@ -169,6 +170,12 @@ def main(argv=None) -> int:
     index_path, model_path = prepare()
     index = json.loads(index_path.read_text())
     tiles = index["tiles"]
+    if args.io_only:
+        from models.io import load_model
+        from models.unet import model_info
+
+        io_ceiling(model_path, {**model_info(load_model(model_path)), "precision": "-", "engine": "none"}, args.batch, cfg.window, args.repeat)
+        return 0
     predictor = load_predictor(model_path, args.precision, engine=args.engine or cfg.engine)
     predict_fn, info = predictor
     model = predict_fn.model
@@ -194,32 +201,52 @@ def main(argv=None) -> int:
         t_ours = best_of(ours, args.repeat)
         t_auto = best_of(lambda: ours("auto"), args.repeat)
 
-        # the I/O ceiling: the same reading, stitching and writing, the network replaced by nothing
-        io_index = prepare_io()
-        k = len(info["classes"])
-
-        def no_network(batch):
-            return np.zeros(batch.shape[:3] + (k,), np.float32)
-
-        free = (no_network, info)
-        t_io0 = best_of(lambda: ours(0, io_index, free), args.repeat)
-        t_io_auto = best_of(lambda: ours("auto", io_index, free), args.repeat)
+    t_io0, t_io_auto = io_ceiling(model_path, info, args.batch, cfg.window, args.repeat, lines=False)
 
     bare_tps, ours_tps = n / t_bare, n / t_ours
     img_px = SIZE * SIZE
     print(f"# bare {info['engine']} forward passes: {bare_tps:.2f} tiles/s (Keras model.predict: {n / t_keras:.2f}); PredictImage context=0: {ours_tps:.2f} tiles/s "
           f"({n * TILE * TILE / t_ours / 1e6:.2f} Mpx/s model input, {img_px / t_ours / 1e6:.2f} Mpx/s of image), "
           f"context=auto (exact seams, window {cfg.window}): {img_px / t_auto / 1e6:.2f} Mpx/s of image", flush=True)
-    print(f"# I/O ceiling on a {IO_SIZE}² image: context=0 {IO_SIZE ** 2 / t_io0 / 1e6:.1f} Mpx/s, "
-          f"context=auto {IO_SIZE ** 2 / t_io_auto / 1e6:.1f} Mpx/s of image", flush=True)
     engines(model_path, x, args.batch, t_keras)
     print(f"PredictImage model FLOP/s vs this CPU's matmul peak: {n * flops / t_ours / peak:.2f}x (goal >= 0.5x)")
     print(f"PredictImage image Mpx/s, context=auto vs context=0: {t_ours / t_auto:.2f}x (goal >= 0.8x)")
     print(f"PredictImage tiles/s vs bare forward passes ({info['engine']}): {ours_tps / bare_tps:.2f}x (goal >= 0.85x)")
-    for name, t in (("context=0", t_io0), ("context=auto", t_io_auto)):
+    io_lines(t_io0, t_io_auto)
+    return 0
+
+
+def io_ceiling(model_path: Path, info: dict, batch: int, window: int, repeat: int, lines: bool = True) -> tuple[float, float]:
+    """PredictImage's own ceiling: the same reading, stitching and writing on the larger scene,
+    the network replaced by a function that returns zeros. Returns the seconds for context=0 and
+    context=auto (and prints the lines when ``lines``)."""
+    from models.inference import predict_image
+
+    io_index = prepare_io()
+    k = len(info["classes"])
+
+    def no_network(batch):
+        return np.zeros(batch.shape[:3] + (k,), np.float32)
+
+    free = (no_network, info)
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        def run(context):
+            return predict_image(io_index, Path(tmp) / "prob.tif", model_path=model_path, batch_size=batch,
+                                 predictor=free, context=context, window=window)
+
+        t0 = best_of(lambda: run(0), repeat)
+        t_auto = best_of(lambda: run("auto"), repeat)
+    print(f"# I/O ceiling on a {IO_SIZE}² image: context=0 {IO_SIZE ** 2 / t0 / 1e6:.1f} Mpx/s, "
+          f"context=auto {IO_SIZE ** 2 / t_auto / 1e6:.1f} Mpx/s of image", flush=True)
+    if lines:
+        io_lines(t0, t_auto)
+    return t0, t_auto
+
+
+def io_lines(t0: float, t_auto: float) -> None:
+    for name, t in (("context=0", t0), ("context=auto", t_auto)):
         print(f"PredictImage I/O ceiling (no network) Mpx/s of image vs 100 Mpx/s, {name}: "
               f"{IO_SIZE ** 2 / t / 1e6 / 100:.2f}x (goal >= 1.0x)")
-    return 0
 
 
 def engines(model_path: Path, x: np.ndarray, batch: int, t_keras: float) -> None:

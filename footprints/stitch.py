@@ -12,16 +12,20 @@ in the whole image.
 
 :func:`predict_tiles` takes any ``predict_fn(batch) -> probabilities`` (a Keras model, the oracle,
 a test function) and writes cores through :class:`MosaicWriter` in row strips as they arrive, so
-memory stays bounded by a few tile rows whatever the image size. Reading, inference and writing
-overlap in three threads. No Keras here: the model side is ``models.inference``.
+memory stays bounded by a few tile rows whatever the image size. Reading (several threads),
+inference, quantizing to uint8 and writing overlap. The batch keeps the image's dtype (uint8
+imagery reaches the network as uint8: 4x less to copy, and a GPU converts it on the device). No
+Keras here: the model side is ``models.inference``.
 """
 from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,20 +151,48 @@ def context_windows(tiles, width: int, height: int, context: int, align: int) ->
     return [{**t, "col_off": x[0], "width": x[1], "row_off": y[0], "height": y[1]} for t, x, y in zip(tiles, xs, ys)]
 
 
+def fill_values(values, dtype) -> np.ndarray:
+    """Pad values as ``dtype``: one per band (or one for all), rounded and clipped to the range
+    of an integer dtype (the band means of 8-bit imagery become whole grey levels)."""
+    dtype = np.dtype(dtype)
+    v = np.asarray(values, np.float64)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        v = np.clip(np.rint(v), info.min, info.max)
+    return v.astype(dtype)
+
+
+def place(out: np.ndarray, arr: np.ndarray, fill) -> None:
+    """``arr`` (H0, W0, C) into the top-left of ``out`` (h, w, C); the rest set to ``fill``."""
+    h, w = arr.shape[:2]
+    out[:h, :w] = arr
+    if h < out.shape[0]:
+        out[h:] = fill
+    if w < out.shape[1]:
+        out[:h, w:] = fill
+
+
 def pad_to(arr: np.ndarray, h: int, w: int, values) -> np.ndarray:
-    """(H0, W0, C) -> (h, w, C) float32, the new pixels set to ``values`` (one per band)."""
-    out = np.empty((h, w, arr.shape[-1]), np.float32)
-    out[...] = np.asarray(values, np.float32)
-    out[: arr.shape[0], : arr.shape[1]] = arr
+    """(H0, W0, C) -> (h, w, C) in ``arr``'s dtype, the new pixels set to ``values`` (one per
+    band; see :func:`fill_values`)."""
+    out = np.empty((h, w, arr.shape[-1]), arr.dtype)
+    place(out, arr, fill_values(values, arr.dtype))
     return out
 
 
-def to_uint8(prob: np.ndarray) -> np.ndarray:
-    """round(255 p), clipped to 0..255 (one temporary, converted in place)."""
-    t = np.multiply(prob, np.float32(255.0), dtype=np.float32)
-    np.rint(t, out=t)
+def to_uint8(prob: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """round(255 p), clipped to 0..255: two float32 passes over ``scratch`` (a reusable float32
+    buffer of at least ``prob.size`` values) and a third that rounds straight into ``out``."""
+    prob = np.asarray(prob)
+    if scratch is None or scratch.size < prob.size:
+        scratch = np.empty(prob.size, np.float32)
+    t = scratch.reshape(-1)[:prob.size].reshape(prob.shape)
+    np.multiply(prob, np.float32(255.0), out=t, dtype=np.float32)
     np.clip(t, 0, 255, out=t)
-    return t.astype(np.uint8)
+    if out is None:
+        out = np.empty(prob.shape, np.uint8)
+    np.rint(t, out=out, casting="unsafe")
+    return out
 
 
 def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
@@ -172,18 +204,28 @@ def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
 
 class MosaicWriter:
     """Collects tile cores (any order within a row band, bands top to bottom) and writes
-    complete rows to ``dst`` in strips that end on the file's block rows, so no compressed
-    block is written twice. Raises if a pixel would be written twice or left out."""
+    complete strips of rows to ``dst``, each a whole number of the file's block rows, so no
+    compressed block is written twice. Raises if a pixel would be written twice or left out.
+
+    Rows wait in strips of ``strip_rows`` (block rows, at least 64 rows), allocated as cores
+    reach them and dropped once written: adding a core copies it once, whatever the image size."""
 
     def __init__(self, dst, block_rows: int = 256):
         self.dst = dst
         self.width, self.height, self.bands = dst.width, dst.height, dst.count
         self.dtype = np.dtype(dst.dtypes[0])
-        self.block = max(1, int(block_rows))
+        block = max(1, int(block_rows))
+        self.strip_rows = block * max(1, -(-64 // block))
         self.next_row = 0
-        self.buf = np.zeros((0, self.width, self.bands), self.dtype)
-        self.filled = np.zeros(0, np.int64)
+        self.strips: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first row -> (rows, filled per row)
         self.max_pending = 0
+
+    def _strip(self, r0: int) -> tuple[np.ndarray, np.ndarray]:
+        got = self.strips.get(r0)
+        if got is None:
+            n = min(self.strip_rows, self.height - r0)
+            got = self.strips[r0] = (np.zeros((n, self.width, self.bands), self.dtype), np.zeros(n, np.int64))
+        return got
 
     def add(self, row: int, col: int, arr: np.ndarray) -> None:
         h, w = arr.shape[:2]
@@ -191,50 +233,52 @@ class MosaicWriter:
             raise ValueError(f"rows {row}..{row + h} were already written (cores out of order or overlapping)")
         if col < 0 or col + w > self.width or row + h > self.height:
             raise ValueError(f"core at ({row}, {col}) size {h}x{w} is outside the {self.height}x{self.width} image")
-        end = row + h - self.next_row
-        if end > self.buf.shape[0]:
-            grow = end - self.buf.shape[0]
-            self.buf = np.concatenate([self.buf, np.zeros((grow, self.width, self.bands), self.dtype)])
-            self.filled = np.concatenate([self.filled, np.zeros(grow, np.int64)])
-        r0 = row - self.next_row
-        self.buf[r0:r0 + h, col:col + w] = arr
-        self.filled[r0:r0 + h] += w
-        if (self.filled[r0:r0 + h] > self.width).any():
-            raise ValueError(f"core at ({row}, {col}) overlaps another core")
-        self.max_pending = max(self.max_pending, self.buf.shape[0])
-        self._flush(final=False)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        a = row
+        while a < row + h:
+            r0 = a // self.strip_rows * self.strip_rows
+            buf, filled = self._strip(r0)
+            b = min(row + h, r0 + len(filled))
+            buf[a - r0:b - r0, col:col + w] = arr[a - row:b - row]
+            filled[a - r0:b - r0] += w
+            if (filled[a - r0:b - r0] > self.width).any():
+                raise ValueError(f"core at ({row}, {col}) overlaps another core")
+            a = b
+        self.max_pending = max(self.max_pending, sum(len(f) for _, f in self.strips.values()))
+        self._flush()
 
-    def _flush(self, final: bool) -> None:
-        full = self.filled == self.width
-        complete = int(np.argmin(full)) if not full.all() else len(full)
-        end = self.next_row + complete
-        if end < self.height:
-            end = (end // self.block) * self.block
-        n = end - self.next_row
-        if n <= 0:
-            return
-        self.dst.write(np.moveaxis(self.buf[:n], -1, 0), window=Window(0, self.next_row, self.width, n))
-        self.buf, self.filled = self.buf[n:], self.filled[n:]
-        self.next_row = end
+    def _flush(self) -> None:
+        while self.next_row in self.strips and (self.strips[self.next_row][1] == self.width).all():
+            buf, _ = self.strips.pop(self.next_row)
+            self.dst.write(np.moveaxis(buf, -1, 0), window=Window(0, self.next_row, self.width, len(buf)))
+            self.next_row += len(buf)
 
     def close(self) -> None:
-        self._flush(final=True)
-        if self.next_row != self.height or len(self.filled):
+        self._flush()
+        if self.next_row != self.height or self.strips:
             raise ValueError(f"the tile cores left rows {self.next_row}..{self.height} of the image incomplete")
 
 
 def output_profile(width, height, bands, crs, transform, compress: str = "zstd", dtype: str = "uint8") -> dict:
+    """The probability GeoTIFF: tiled 256², pixel-interleaved, ``compress`` (ZSTD level 1 by
+    default). Integer outputs get no predictor: on uint8 probabilities (large flat areas) it saves
+    next to nothing and costs a third of the writing. Blocks are compressed by
+    ``FOOTPRINTS_WRITE_THREADS`` GDAL threads (default: one per CPU beyond the two that read and
+    quantize; on a 2-core machine the writer thread compresses)."""
     prof = {"driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": dtype, "crs": crs,
             "transform": transform, "nodata": None, "BIGTIFF": "IF_SAFER"}
     if width >= 256 and height >= 256:
         prof.update(tiled=True, blockxsize=256, blockysize=256)
     if compress != "none":
-        prof.update(compress=compress, predictor=2 if np.dtype(dtype).kind in "iu" else 3)
+        prof.update(compress=compress, predictor=1 if np.dtype(dtype).kind in "iu" else 3)
         if compress == "zstd":
             prof["zstd_level"] = 1
     if bands > 1:
         prof["interleave"] = "pixel"
-    prof["num_threads"] = "ALL_CPUS"  # GDAL compresses the blocks of a strip in parallel
+    threads = int(os.environ.get("FOOTPRINTS_WRITE_THREADS", 0)) or default_workers() - 2
+    if threads > 1:
+        prof["num_threads"] = str(threads)  # GDAL compresses the blocks of a strip in parallel
     return prof
 
 
@@ -288,20 +332,36 @@ def _threaded(fn, items, depth: int = 2, workers: int = 1):
             th.join()
 
 
+def default_workers() -> int:
+    """Threads for reading tiles and for quantizing cores: the CPUs this process may run on, at
+    least 2 (reading overlaps inference even on one core) and at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 2
+    return max(2, min(8, n))
+
+
 def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: int = 1, pad_values=0.0,
-                  nodata=None, progress=None, readers: int = 2) -> dict:
+                  nodata=None, progress=None, readers: int | None = None) -> dict:
     """Predict every tile and write its core into ``dst`` (an open rasterio dataset).
 
     ``tiles``: dicts with the tile-index keys (col_off, row_off, width, height, core_*);
-    ``read_fn(tile) -> (H, W, bands)`` array; ``predict_fn(batch float32) -> (B, H, W, K)``
-    probabilities. A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
-    Reading runs ahead in ``readers`` threads (``read_fn`` must be thread-safe) and writing one
-    batch behind inference.
+    ``read_fn(tile) -> (H, W, bands)`` array; ``predict_fn(batch) -> (B, H, W, K)``
+    probabilities. The batch keeps the dtype ``read_fn`` returns (uint8 for 8-bit imagery: the
+    network converts, on its own device), padded with ``pad_values`` (:func:`fill_values`).
+    A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
+
+    Four stages overlap: ``readers`` threads (default :func:`default_workers`) read and
+    assemble batches ahead (``read_fn`` must be thread-safe), this thread runs ``predict_fn``,
+    a pool quantizes the cores of each prediction, and a writer thread stitches and writes
+    them. numpy, GDAL and the inference runtimes release the GIL.
     Returns timing and counts.
     """
     tiles = sorted(tiles, key=lambda t: (t["core_row_off"], t["core_col_off"]))
     if not tiles:
         raise ValueError("no tiles to predict")
+    readers = readers or default_workers()
     plans = [plan_tile(t, align) for t in tiles]
     misaligned = sum(not p.aligned for p in plans)
     if misaligned:
@@ -323,37 +383,54 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
             a = a[p.in_row:, p.in_col:]
             nd = nodata_pixels(a, nodata)
             masks.append(None if nd is None else nd[p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w])
-            arrs.append(pad_to(a, *shape, pad_values))
-        return batch, np.stack(arrs), masks
+            arrs.append(a)
+        if len(arrs) == 1 and arrs[0].shape[:2] == shape and arrs[0].flags.c_contiguous:
+            return batch, arrs[0][None], masks  # one window of the full input shape: no copy
+        x = np.empty((len(arrs), *shape, arrs[0].shape[-1]), arrs[0].dtype)
+        fill = fill_values(pad_values, x.dtype)
+        for j, a in enumerate(arrs):
+            place(x[j], a, fill)
+        return batch, x, masks
 
     writer = MosaicWriter(dst, block_rows=dst.block_shapes[0][0] if dst.block_shapes else 256)
     as_uint8 = writer.dtype == np.uint8
-    t_pred = 0.0
-    done = 0
-    t0 = time.perf_counter()
+    local = threading.local()
 
-    def store(item):
-        batch, probs, masks = item
+    def quantize(batch, probs, masks):
+        """The batch's cores as ``writer.dtype`` arrays, ready to stitch."""
+        out = []
         for j, i in enumerate(batch):
             p = plans[i]
             core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
-            core = to_uint8(core) if as_uint8 else core.astype(writer.dtype)
+            if as_uint8:
+                local.scratch = getattr(local, "scratch", None)
+                if local.scratch is None or local.scratch.size < core.size:
+                    local.scratch = np.empty(core.size, np.float32)
+                core = to_uint8(core, scratch=local.scratch)
+            else:
+                core = core.astype(writer.dtype)
             if masks[j] is not None:
                 core[masks[j]] = 0
-            writer.add(p.img_row, p.img_col, core)
+            out.append((p.img_row, p.img_col, core))
+        return out
 
-    # inference in this thread; writing in a background thread, one batch behind
-    write_q: queue.Queue = queue.Queue(maxsize=2)
+    t_pred = 0.0
+    done = 0
+    t0 = time.perf_counter()
+    # inference in this thread; quantizing in a pool, stitching and writing in a background thread
+    post = ThreadPoolExecutor(max(1, readers // 2), thread_name_prefix="quantize")
+    write_q: queue.Queue = queue.Queue(maxsize=max(2, readers // 2 + 1))
     errors: list[BaseException] = []
 
     def write_loop():
         while True:
-            item = write_q.get()
-            if item is None:
+            fut = write_q.get()
+            if fut is None:
                 return
             if not errors:
                 try:
-                    store(item)
+                    for row, col, core in fut.result():
+                        writer.add(row, col, core)
                 except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
                     errors.append(e)
 
@@ -368,17 +445,17 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
             t_pred += time.perf_counter() - t
             if probs.shape[:3] != x.shape[:3]:
                 raise ValueError(f"the model returned {probs.shape[1:3]} for {x.shape[1:3]} inputs")
-            write_q.put((batch, probs, masks))
+            write_q.put(post.submit(quantize, batch, probs, masks))
             done += len(batch)
             if progress:
                 progress(done, len(tiles))
     finally:
         write_q.put(None)
         wt.join()
+        post.shutdown(cancel_futures=True)
     if errors:
         raise errors[0]
     writer.close()
     wall = time.perf_counter() - t0
     return {"tiles": len(tiles), "seconds": wall, "predict_seconds": t_pred, "input_shape": shape,
-            "misaligned": misaligned, "max_pending_rows": writer.max_pending}
-
+            "misaligned": misaligned, "max_pending_rows": writer.max_pending, "readers": readers}

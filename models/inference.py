@@ -31,7 +31,7 @@ from rasterio.crs import CRS
 
 from footprints.errors import InputError
 from footprints.geo import as_affine
-from footprints.raster import WindowReader, open_raster, read_array
+from footprints.raster import SharedChunkReader, open_raster, read_array
 from footprints.stitch import context_windows, group_cores, output_profile, pad_to, predict_tiles
 from footprints.tiling import read_tile_index, tile_grid
 from models.engines import engine_fn, resolve_engine
@@ -181,12 +181,13 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
 
 def _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names, batch_size,
                          compress, progress, tags, shape) -> dict:
-    """Windows read straight from the source raster (a dataset handle per reader thread)."""
+    """Windows read straight from the source raster (a dataset handle per reader thread; the
+    overlapping windows share decoded chunks, :class:`footprints.raster.SharedChunkReader`)."""
     with open_raster(source) as src:
         if (src.width, src.height, src.count) != shape:
             raise InputError(source, f"{src.width}x{src.height}x{src.count}, but its tile index describes "
                              f"{shape[0]}x{shape[1]}x{shape[2]} (re-run TileImage)")
-    with WindowReader(source) as read_fn:
+    with SharedChunkReader(source, tiles) as read_fn:
         return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
                               batch_size=batch_size, compress=compress, progress=progress, tags=tags)
 
@@ -217,7 +218,7 @@ def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int,
             tiles, batch_size = plan_windows(tiles, src.width, src.height, context, align, window, batch_size)
         meta = {"width": src.width, "height": src.height, "crs": src.crs, "transform": src.transform}
         nodata = src.nodata
-    with WindowReader(image_path) as read_fn:
+    with SharedChunkReader(image_path, tiles) as read_fn:
         return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, info["mean"],
                               nodata, info["classes"], batch_size=batch_size, compress=compress,
                               progress=progress, tags={"model": str(model_file), "precision": info["precision"],
