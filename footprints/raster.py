@@ -93,10 +93,19 @@ def read_array(path, window=None) -> np.ndarray:
     the file. Opened for pixels only (no georeferencing read: see ``_PIXELS_ONLY_OPEN``)."""
     _silence_no_georef()
     try:
-        with rasterio.Env(**_PIXELS_ONLY_ENV), rasterio.open(path, **_PIXELS_ONLY_OPEN) as src:
+        if rasterio.env.hasenv():  # the caller's environment (e.g. :func:`pixel_env` around a loop)
+            with rasterio.open(path, **_PIXELS_ONLY_OPEN) as src:
+                return read_interleaved(src, window)
+        with pixel_env(), rasterio.open(path, **_PIXELS_ONLY_OPEN) as src:
             return read_interleaved(src, window)
     except rasterio.errors.RasterioIOError as e:
         raise InputError(path, f"cannot read raster: {e}") from None
+
+
+def pixel_env() -> rasterio.Env:
+    """The GDAL environment :func:`read_array` uses. Entered once around many reads (a reader
+    thread's whole loop) it saves setting up rasterio's default environment for every file."""
+    return rasterio.Env(**_PIXELS_ONLY_ENV)
 
 
 def read_interleaved(src, window=None) -> np.ndarray:

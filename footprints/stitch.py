@@ -182,7 +182,8 @@ def pad_to(arr: np.ndarray, h: int, w: int, values) -> np.ndarray:
 
 def to_uint8(prob: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
     """round(255 p), clipped to 0..255: two float32 passes over ``scratch`` (a reusable float32
-    buffer of at least ``prob.size`` values) and a third that rounds straight into ``out``."""
+    buffer of at least ``prob.size`` values) and a third that rounds straight into ``out``
+    (uint8, ``prob``'s shape; keep it contiguous: rounding into a strided view is 3x slower)."""
     prob = np.asarray(prob)
     if scratch is None or scratch.size < prob.size:
         scratch = np.empty(prob.size, np.float32)
@@ -193,6 +194,12 @@ def to_uint8(prob: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarra
         out = np.empty(prob.shape, np.uint8)
     np.rint(t, out=out, casting="unsafe")
     return out
+
+
+def to_uint8_planar(prob: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """:func:`to_uint8` of (h, w, K) probabilities as a (K, h, w) array (the layout the mosaic
+    writes); the first pass reads across the bands, the others run contiguous."""
+    return to_uint8(np.moveaxis(np.asarray(prob), -1, 0), scratch=scratch)
 
 
 def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
@@ -207,8 +214,9 @@ class MosaicWriter:
     complete strips of rows to ``dst``, each a whole number of the file's block rows, so no
     compressed block is written twice. Raises if a pixel would be written twice or left out.
 
-    Rows wait in strips of ``strip_rows`` (block rows, at least 64 rows), allocated as cores
-    reach them and dropped once written: adding a core copies it once, whatever the image size."""
+    Rows wait in band-sequential strips of ``strip_rows`` (block rows, at least 64 rows),
+    allocated as cores reach them and dropped once written: a core is copied once, and GDAL
+    gets each strip in the layout of a band-interleaved file (:func:`output_profile`)."""
 
     def __init__(self, dst, block_rows: int = 256):
         self.dst = dst
@@ -217,30 +225,34 @@ class MosaicWriter:
         block = max(1, int(block_rows))
         self.strip_rows = block * max(1, -(-64 // block))
         self.next_row = 0
-        self.strips: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first row -> (rows, filled per row)
+        self.strips: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first row -> (bands x rows x width, filled per row)
         self.max_pending = 0
 
     def _strip(self, r0: int) -> tuple[np.ndarray, np.ndarray]:
         got = self.strips.get(r0)
         if got is None:
             n = min(self.strip_rows, self.height - r0)
-            got = self.strips[r0] = (np.zeros((n, self.width, self.bands), self.dtype), np.zeros(n, np.int64))
+            got = self.strips[r0] = (np.zeros((self.bands, n, self.width), self.dtype), np.zeros(n, np.int64))
         return got
 
     def add(self, row: int, col: int, arr: np.ndarray) -> None:
-        h, w = arr.shape[:2]
+        """A core as (h, w[, bands])."""
+        arr = np.asarray(arr)
+        self.add_planar(row, col, arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0))
+
+    def add_planar(self, row: int, col: int, arr: np.ndarray) -> None:
+        """A core as (bands, h, w): copied with whole rows, no transposing."""
+        h, w = arr.shape[1:]
         if row < self.next_row:
             raise ValueError(f"rows {row}..{row + h} were already written (cores out of order or overlapping)")
         if col < 0 or col + w > self.width or row + h > self.height:
             raise ValueError(f"core at ({row}, {col}) size {h}x{w} is outside the {self.height}x{self.width} image")
-        if arr.ndim == 2:
-            arr = arr[..., None]
         a = row
         while a < row + h:
             r0 = a // self.strip_rows * self.strip_rows
             buf, filled = self._strip(r0)
             b = min(row + h, r0 + len(filled))
-            buf[a - r0:b - r0, col:col + w] = arr[a - row:b - row]
+            buf[:, a - r0:b - r0, col:col + w] = arr[:, a - row:b - row]
             filled[a - r0:b - r0] += w
             if (filled[a - r0:b - r0] > self.width).any():
                 raise ValueError(f"core at ({row}, {col}) overlaps another core")
@@ -250,9 +262,9 @@ class MosaicWriter:
 
     def _flush(self) -> None:
         while self.next_row in self.strips and (self.strips[self.next_row][1] == self.width).all():
-            buf, _ = self.strips.pop(self.next_row)
-            self.dst.write(np.moveaxis(buf, -1, 0), window=Window(0, self.next_row, self.width, len(buf)))
-            self.next_row += len(buf)
+            buf, filled = self.strips.pop(self.next_row)
+            self.dst.write(buf, window=Window(0, self.next_row, self.width, len(filled)))
+            self.next_row += len(filled)
 
     def close(self) -> None:
         self._flush()
@@ -261,9 +273,11 @@ class MosaicWriter:
 
 
 def output_profile(width, height, bands, crs, transform, compress: str = "zstd", dtype: str = "uint8") -> dict:
-    """The probability GeoTIFF: tiled 256², pixel-interleaved, ``compress`` (ZSTD level 1 by
-    default). Integer outputs get no predictor: on uint8 probabilities (large flat areas) it saves
-    next to nothing and costs a third of the writing. Blocks are compressed by
+    """The probability GeoTIFF: tiled 256², band-interleaved, ``compress`` (ZSTD level 1 by
+    default). Band-interleaved because GDAL then writes (and readers of one band read) each
+    band's blocks straight from/into band-sequential arrays; a pixel-interleaved file costs
+    2.5x the CPU to write. Integer outputs get no predictor: on uint8 probabilities (large flat
+    areas) it saves next to nothing and costs a third of the writing. Blocks are compressed by
     ``FOOTPRINTS_WRITE_THREADS`` GDAL threads (default: one per CPU beyond the two that read and
     quantize; on a 2-core machine the writer thread compresses)."""
     prof = {"driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": dtype, "crs": crs,
@@ -275,17 +289,18 @@ def output_profile(width, height, bands, crs, transform, compress: str = "zstd",
         if compress == "zstd":
             prof["zstd_level"] = 1
     if bands > 1:
-        prof["interleave"] = "pixel"
+        prof["interleave"] = "band"
     threads = int(os.environ.get("FOOTPRINTS_WRITE_THREADS", 0)) or default_workers() - 2
     if threads > 1:
         prof["num_threads"] = str(threads)  # GDAL compresses the blocks of a strip in parallel
     return prof
 
 
-def _threaded(fn, items, depth: int = 2, workers: int = 1):
+def _threaded(fn, items, depth: int = 2, workers: int = 1, context=None):
     """Yield ``fn(item)`` for each item, in order, computed ahead by ``workers`` background
-    threads (at most ``depth`` results waiting). numpy, GDAL and the inference runtimes release
-    the GIL, so the threads decode and convert in parallel."""
+    threads (at most ``depth`` results waiting), each running inside ``context()`` when given.
+    numpy, GDAL and the inference runtimes release the GIL, so the threads decode and convert
+    in parallel."""
     items = list(items)
     workers = max(1, min(workers, len(items) or 1))
     depth = max(depth, workers)
@@ -294,6 +309,12 @@ def _threaded(fn, items, depth: int = 2, workers: int = 1):
     state = {"next": 0, "emitted": 0, "stop": False}
 
     def worker():
+        if context is None:
+            return work()
+        with context():
+            return work()
+
+    def work():
         while True:
             with cond:
                 while not state["stop"] and state["next"] < len(items) and state["next"] - state["emitted"] >= depth:
@@ -343,7 +364,7 @@ def default_workers() -> int:
 
 
 def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: int = 1, pad_values=0.0,
-                  nodata=None, progress=None, readers: int | None = None) -> dict:
+                  nodata=None, progress=None, readers: int | None = None, reader_context=None) -> dict:
     """Predict every tile and write its core into ``dst`` (an open rasterio dataset).
 
     ``tiles``: dicts with the tile-index keys (col_off, row_off, width, height, core_*);
@@ -353,7 +374,8 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
     A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
 
     Four stages overlap: ``readers`` threads (default :func:`default_workers`) read and
-    assemble batches ahead (``read_fn`` must be thread-safe), this thread runs ``predict_fn``,
+    assemble batches ahead (``read_fn`` must be thread-safe; each reader thread runs inside
+    ``reader_context()`` when given, e.g. a GDAL environment), this thread runs ``predict_fn``,
     a pool quantizes the cores of each prediction, and a writer thread stitches and writes
     them. numpy, GDAL and the inference runtimes release the GIL.
     Returns timing and counts.
@@ -402,16 +424,16 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
         for j, i in enumerate(batch):
             p = plans[i]
             core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
-            if as_uint8:
+            if as_uint8:  # (K, h, w): the writer's layout
                 local.scratch = getattr(local, "scratch", None)
                 if local.scratch is None or local.scratch.size < core.size:
                     local.scratch = np.empty(core.size, np.float32)
-                core = to_uint8(core, scratch=local.scratch)
+                planar = to_uint8_planar(core, scratch=local.scratch)
             else:
-                core = core.astype(writer.dtype)
+                planar = np.moveaxis(core, -1, 0).astype(writer.dtype)
             if masks[j] is not None:
-                core[masks[j]] = 0
-            out.append((p.img_row, p.img_col, core))
+                planar[:, masks[j]] = 0
+            out.append((p.img_row, p.img_col, planar))
         return out
 
     t_pred = 0.0
@@ -430,14 +452,14 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
             if not errors:
                 try:
                     for row, col, core in fut.result():
-                        writer.add(row, col, core)
+                        writer.add_planar(row, col, core)
                 except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
                     errors.append(e)
 
     wt = threading.Thread(target=write_loop, daemon=True)
     wt.start()
     try:
-        for batch, x, masks in _threaded(load, batches, depth=readers + 1, workers=readers):
+        for batch, x, masks in _threaded(load, batches, depth=readers + 1, workers=readers, context=reader_context):
             if errors:
                 break
             t = time.perf_counter()

@@ -31,7 +31,7 @@ from rasterio.crs import CRS
 
 from footprints.errors import InputError
 from footprints.geo import as_affine
-from footprints.raster import SharedChunkReader, open_raster, read_array
+from footprints.raster import SharedChunkReader, open_raster, pixel_env, read_array
 from footprints.stitch import context_windows, group_cores, output_profile, pad_to, predict_tiles
 from footprints.tiling import read_tile_index, tile_grid
 from models.engines import engine_fn, resolve_engine
@@ -71,9 +71,9 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
 
 
 def predict_raster(read_tiles, out_path, meta: dict, predict_fn, align: int, pad_values, nodata, band_names,
-                   batch_size: int = 4, compress: str = "zstd", progress=None, tags=None) -> dict:
+                   batch_size: int = 4, compress: str = "zstd", progress=None, tags=None, reader_context=None) -> dict:
     """Create ``out_path`` (GeoTIFF, uint8) of the image described by ``meta`` (width, height,
-    crs, transform) and fill it through :func:`predict_tiles`."""
+    crs, transform) and fill it through :func:`predict_tiles` (``reader_context``: see there)."""
     tiles, read_fn = read_tiles
     prof = output_profile(meta["width"], meta["height"], len(band_names), meta["crs"], as_affine(meta["transform"]),
                           compress)
@@ -82,7 +82,7 @@ def predict_raster(read_tiles, out_path, meta: dict, predict_fn, align: int, pad
             dst.set_band_description(i, name)
         dst.update_tags(**(tags or {}), scale="probability = value / 255")
         stats = predict_tiles(tiles, read_fn, predict_fn, dst, batch_size=batch_size, align=align,
-                              pad_values=pad_values, nodata=nodata, progress=progress)
+                              pad_values=pad_values, nodata=nodata, progress=progress, reader_context=reader_context)
     return stats
 
 
@@ -176,7 +176,8 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
                                         batch_size, compress, progress, {**tags, "context": str(context)},
                                         (index["width"], index["height"], index["count"]))
     return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, pad, nodata, names,
-                          batch_size=batch_size, compress=compress, progress=progress, tags=tags)
+                          batch_size=batch_size, compress=compress, progress=progress, tags=tags,
+                          reader_context=pixel_env)  # tile files: pixels only (read_array)
 
 
 def _predict_from_source(source, tiles, out_path, meta, predict_fn, align, pad, nodata, names, batch_size,
