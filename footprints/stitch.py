@@ -19,10 +19,10 @@ Keras here: the model side is ``models.inference``.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
-import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -196,10 +196,11 @@ def to_uint8(prob: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarra
     return out
 
 
-def to_uint8_planar(prob: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
-    """:func:`to_uint8` of (h, w, K) probabilities as a (K, h, w) array (the layout the mosaic
-    writes); the first pass reads across the bands, the others run contiguous."""
-    return to_uint8(np.moveaxis(np.asarray(prob), -1, 0), scratch=scratch)
+def to_uint8_planar(prob: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """:func:`to_uint8` of (h, w, K) probabilities as (K, h, w) (the layout the mosaic writes),
+    into ``out`` when given (rows may be strided, e.g. a strip of :class:`MosaicWriter`); the
+    first pass reads across the bands, the others run along rows."""
+    return to_uint8(np.moveaxis(np.asarray(prob), -1, 0), out=out, scratch=scratch)
 
 
 def nodata_pixels(arr: np.ndarray, nodata) -> np.ndarray | None:
@@ -215,8 +216,10 @@ class MosaicWriter:
     compressed block is written twice. Raises if a pixel would be written twice or left out.
 
     Rows wait in band-sequential strips of ``strip_rows`` (block rows, at least 64 rows),
-    allocated as cores reach them and dropped once written: a core is copied once, and GDAL
-    gets each strip in the layout of a band-interleaved file (:func:`output_profile`)."""
+    allocated as cores reach them and dropped once written; GDAL gets each strip in the layout
+    of a band-interleaved file (:func:`output_profile`). Thread-safe: :meth:`regions` hands
+    out the strip slices a core goes to, so several threads can quantize cores straight into
+    them, and :meth:`commit` writes what is complete."""
 
     def __init__(self, dst, block_rows: int = 256):
         self.dst = dst
@@ -227,6 +230,7 @@ class MosaicWriter:
         self.next_row = 0
         self.strips: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first row -> (bands x rows x width, filled per row)
         self.max_pending = 0
+        self._lock = threading.Lock()  # cores are stitched from several threads; GDAL writes one at a time
 
     def _strip(self, r0: int) -> tuple[np.ndarray, np.ndarray]:
         got = self.strips.get(r0)
@@ -243,22 +247,45 @@ class MosaicWriter:
     def add_planar(self, row: int, col: int, arr: np.ndarray) -> None:
         """A core as (bands, h, w): copied with whole rows, no transposing."""
         h, w = arr.shape[1:]
-        if row < self.next_row:
-            raise ValueError(f"rows {row}..{row + h} were already written (cores out of order or overlapping)")
-        if col < 0 or col + w > self.width or row + h > self.height:
-            raise ValueError(f"core at ({row}, {col}) size {h}x{w} is outside the {self.height}x{self.width} image")
+        for a, b, view in self.regions(row, col, h, w):
+            view[...] = arr[:, a:b]
+        self.commit(row, col, h, w)
+
+    def regions(self, row: int, col: int, h: int, w: int) -> list[tuple[int, int, np.ndarray]]:
+        """Where the core of ``h`` x ``w`` pixels at (``row``, ``col``) goes: ``(first, end, view)``
+        for each strip it spans, ``view`` the (bands, end - first, w) slice of the strip for core
+        rows first..end. Fill every view (any thread), then :meth:`commit` the core."""
+        with self._lock:
+            if row < self.next_row:
+                raise ValueError(f"rows {row}..{row + h} were already written (cores out of order or overlapping)")
+            if col < 0 or col + w > self.width or row + h > self.height:
+                raise ValueError(f"core at ({row}, {col}) size {h}x{w} is outside the {self.height}x{self.width} image")
+            out = []
+            for a, b, r0 in self._pieces(row, h):
+                buf, _ = self._strip(r0)
+                out.append((a - row, b - row, buf[:, a - r0:b - r0, col:col + w]))
+            return out
+
+    def commit(self, row: int, col: int, h: int, w: int) -> None:
+        """The core's views are filled: count its pixels and write every strip now complete."""
+        with self._lock:
+            for a, b, r0 in self._pieces(row, h):
+                if r0 not in self.strips:
+                    raise ValueError(f"core at ({row}, {col}) overlaps another core")
+                filled = self.strips[r0][1]
+                filled[a - r0:b - r0] += w
+                if (filled[a - r0:b - r0] > self.width).any():
+                    raise ValueError(f"core at ({row}, {col}) overlaps another core")
+            self.max_pending = max(self.max_pending, sum(len(f) for _, f in self.strips.values()))
+            self._flush()
+
+    def _pieces(self, row: int, h: int):
         a = row
         while a < row + h:
             r0 = a // self.strip_rows * self.strip_rows
-            buf, filled = self._strip(r0)
-            b = min(row + h, r0 + len(filled))
-            buf[:, a - r0:b - r0, col:col + w] = arr[:, a - row:b - row]
-            filled[a - r0:b - r0] += w
-            if (filled[a - r0:b - r0] > self.width).any():
-                raise ValueError(f"core at ({row}, {col}) overlaps another core")
+            b = min(row + h, r0 + self.strip_rows, self.height)
+            yield a, b, r0
             a = b
-        self.max_pending = max(self.max_pending, sum(len(f) for _, f in self.strips.values()))
-        self._flush()
 
     def _flush(self) -> None:
         while self.next_row in self.strips and (self.strips[self.next_row][1] == self.width).all():
@@ -267,9 +294,10 @@ class MosaicWriter:
             self.next_row += len(filled)
 
     def close(self) -> None:
-        self._flush()
-        if self.next_row != self.height or self.strips:
-            raise ValueError(f"the tile cores left rows {self.next_row}..{self.height} of the image incomplete")
+        with self._lock:
+            self._flush()
+            if self.next_row != self.height or self.strips:
+                raise ValueError(f"the tile cores left rows {self.next_row}..{self.height} of the image incomplete")
 
 
 def output_profile(width, height, bands, crs, transform, compress: str = "zstd", dtype: str = "uint8") -> dict:
@@ -373,11 +401,12 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
     network converts, on its own device), padded with ``pad_values`` (:func:`fill_values`).
     A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
 
-    Four stages overlap: ``readers`` threads (default :func:`default_workers`) read and
+    Three stages overlap: ``readers`` threads (default :func:`default_workers`) read and
     assemble batches ahead (``read_fn`` must be thread-safe; each reader thread runs inside
     ``reader_context()`` when given, e.g. a GDAL environment), this thread runs ``predict_fn``,
-    a pool quantizes the cores of each prediction, and a writer thread stitches and writes
-    them. numpy, GDAL and the inference runtimes release the GIL.
+    and a pool of ``readers // 2`` threads quantizes each prediction's cores straight into the
+    :class:`MosaicWriter`'s strips and writes the complete ones. numpy, GDAL and the inference
+    runtimes release the GIL.
     Returns timing and counts.
     """
     tiles = sorted(tiles, key=lambda t: (t["core_row_off"], t["core_col_off"]))
@@ -418,65 +447,47 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
     as_uint8 = writer.dtype == np.uint8
     local = threading.local()
 
-    def quantize(batch, probs, masks):
-        """The batch's cores as ``writer.dtype`` arrays, ready to stitch."""
-        out = []
+    def stitch(batch, probs, masks):
+        """Quantize the batch's cores straight into the writer's strips; write what is complete."""
         for j, i in enumerate(batch):
             p = plans[i]
             core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
-            if as_uint8:  # (K, h, w): the writer's layout
-                local.scratch = getattr(local, "scratch", None)
-                if local.scratch is None or local.scratch.size < core.size:
-                    local.scratch = np.empty(core.size, np.float32)
-                planar = to_uint8_planar(core, scratch=local.scratch)
-            else:
-                planar = np.moveaxis(core, -1, 0).astype(writer.dtype)
-            if masks[j] is not None:
-                planar[:, masks[j]] = 0
-            out.append((p.img_row, p.img_col, planar))
-        return out
+            for a, b, view in writer.regions(p.img_row, p.img_col, p.core_h, p.core_w):
+                if as_uint8:
+                    local.scratch = getattr(local, "scratch", None)
+                    if local.scratch is None or local.scratch.size < view.size:
+                        local.scratch = np.empty(core.size, np.float32)
+                    to_uint8_planar(core[a:b], out=view, scratch=local.scratch)
+                else:
+                    view[...] = np.moveaxis(core[a:b], -1, 0)
+                if masks[j] is not None:
+                    view[:, masks[j][a:b]] = 0
+            writer.commit(p.img_row, p.img_col, p.core_h, p.core_w)
 
     t_pred = 0.0
     done = 0
     t0 = time.perf_counter()
-    # inference in this thread; quantizing in a pool, stitching and writing in a background thread
-    post = ThreadPoolExecutor(max(1, readers // 2), thread_name_prefix="quantize")
-    write_q: queue.Queue = queue.Queue(maxsize=max(2, readers // 2 + 1))
-    errors: list[BaseException] = []
-
-    def write_loop():
-        while True:
-            fut = write_q.get()
-            if fut is None:
-                return
-            if not errors:
-                try:
-                    for row, col, core in fut.result():
-                        writer.add_planar(row, col, core)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
-                    errors.append(e)
-
-    wt = threading.Thread(target=write_loop, daemon=True)
-    wt.start()
+    # inference in this thread; quantizing, stitching and writing in a pool, a few batches behind
+    workers = max(1, readers // 2)
+    post = ThreadPoolExecutor(workers, thread_name_prefix="stitch")
+    pending: collections.deque = collections.deque()
     try:
         for batch, x, masks in _threaded(load, batches, depth=readers + 1, workers=readers, context=reader_context):
-            if errors:
-                break
             t = time.perf_counter()
             probs = np.asarray(predict_fn(x), np.float32)
             t_pred += time.perf_counter() - t
             if probs.shape[:3] != x.shape[:3]:
                 raise ValueError(f"the model returned {probs.shape[1:3]} for {x.shape[1:3]} inputs")
-            write_q.put(post.submit(quantize, batch, probs, masks))
+            pending.append(post.submit(stitch, batch, probs, masks))
+            while pending and (len(pending) > workers + 1 or pending[0].done()):
+                pending.popleft().result()  # raises a stitching error here
             done += len(batch)
             if progress:
                 progress(done, len(tiles))
+        while pending:
+            pending.popleft().result()
     finally:
-        write_q.put(None)
-        wt.join()
-        post.shutdown(cancel_futures=True)
-    if errors:
-        raise errors[0]
+        post.shutdown(wait=True, cancel_futures=True)
     writer.close()
     wall = time.perf_counter() - t0
     return {"tiles": len(tiles), "seconds": wall, "predict_seconds": t_pred, "input_shape": shape,
