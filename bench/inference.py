@@ -249,13 +249,92 @@ def io_ceiling(model_path: Path, info: dict, batch: int, window: int, repeat: in
             return predict_image(io_index, Path(tmp) / "prob.tif", model_path=model_path, batch_size=batch,
                                  predictor=free, context=context, window=window)
 
-        t0 = best_of(lambda: run(0), repeat)
-        t_auto = best_of(lambda: run("auto"), repeat)
-    print(f"# I/O ceiling on a {IO_SIZE}² image: context=0 {IO_SIZE ** 2 / t0 / 1e6:.1f} Mpx/s, "
-          f"context=auto {IO_SIZE ** 2 / t_auto / 1e6:.1f} Mpx/s of image", flush=True)
+        t0, c0 = best_wall_cpu(lambda: run(0), repeat)
+        t_auto, c_auto = best_wall_cpu(lambda: run("auto"), repeat)
+    px = IO_SIZE ** 2 / 1e6
+    print(f"# I/O ceiling on a {IO_SIZE}² image: context=0 {px / t0:.1f} Mpx/s ({c0:.2f} CPU-s), "
+          f"context=auto {px / t_auto:.1f} Mpx/s of image ({c_auto:.2f} CPU-s); "
+          f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+    io_floors(io_index)
     if lines:
         io_lines(t0, t_auto)
     return t0, t_auto
+
+
+def best_wall_cpu(fn, repeat: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds of the fastest of ``repeat`` runs after a warm-up."""
+    fn()
+    best = (float("inf"), 0.0)
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        best = min(best, (time.perf_counter() - t, time.process_time() - c))
+    return best
+
+
+def io_floors(io_index: Path) -> None:
+    """Each part of the I/O ceiling alone, in one thread: its CPU seconds on the 8192² scene and
+    the Mpx/s of image one core gets through it. Their sum bounds what 2 cores can do."""
+    import rasterio
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from footprints.raster import pixel_env, read_array
+    from footprints.stitch import output_profile, to_uint8_planar
+
+    n = IO_SIZE
+    paths = [io_index.parent / t["path"] for t in json.loads(io_index.read_text())["tiles"]]
+
+    def cpu(fn) -> float:
+        best = float("inf")
+        for _ in range(2):
+            c = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - c)
+        return best
+
+    def plain_tiles():
+        for p in paths:
+            with rasterio.open(p) as src:
+                src.read()
+
+    def our_tiles():
+        with pixel_env():
+            for p in paths:
+                read_array(p)
+
+    def source():  # every block of the scene decoded once
+        with rasterio.open(OUT / f"scene_{n}.tif") as src:
+            for r in range(0, n, 256):
+                src.read(window=Window(0, r, n, 256))
+
+    strip = np.zeros((3, 256, n), np.uint8)
+    probs = np.zeros((256, n, 3), np.float32)
+    scratch = np.empty(probs.size, np.float32)
+
+    def quantize():
+        for _ in range(0, n, 256):
+            to_uint8_planar(probs, out=strip, scratch=scratch)
+
+    def write():
+        with tempfile.TemporaryDirectory(dir=OUT) as d:
+            prof = output_profile(n, n, 3, "EPSG:32616", Affine(0.5, 0, 0, 0, -0.5, 0))
+            prof.pop("num_threads", None)
+            with rasterio.open(Path(d) / "o.tif", "w", **prof) as dst:
+                for r in range(0, n, 256):
+                    dst.write(strip, window=Window(0, r, n, 256))
+
+    f = {k: cpu(fn) for k, fn in (("plain", plain_tiles), ("tiles", our_tiles), ("source", source),
+                                   ("quantize", quantize), ("write", write))}
+    rate = {k: n * n / v / 1e6 for k, v in f.items()}
+    print(f"# floors, one thread, CPU-s (Mpx/s of image per core): {len(paths)} tile files read by rasterio "
+          f"{f['plain']:.2f} ({rate['plain']:.0f}), by PredictImage (pixels only, interleaved) {f['tiles']:.2f} "
+          f"({rate['tiles']:.0f}); the source's blocks decoded once {f['source']:.2f} ({rate['source']:.0f}); "
+          f"quantizing 3 bands {f['quantize']:.2f} ({rate['quantize']:.0f}); writing the GeoTIFF "
+          f"{f['write']:.2f} ({rate['write']:.0f})", flush=True)
+    rest = f["quantize"] + f["write"]
+    print(f"# so 2 cores at best: context=0 {2 * n * n / (f['tiles'] + rest) / 1e6:.0f} Mpx/s, context=auto "
+          f"{2 * n * n / (f['source'] + rest) / 1e6:.0f} Mpx/s of image (the parts' CPU-s over 2 cores)", flush=True)
 
 
 def io_lines(t0: float, t_auto: float) -> None:
