@@ -306,8 +306,8 @@ def output_profile(width, height, bands, crs, transform, compress: str = "zstd",
     band's blocks straight from/into band-sequential arrays; a pixel-interleaved file costs
     2.5x the CPU to write. Integer outputs get no predictor: on uint8 probabilities (large flat
     areas) it saves next to nothing and costs a third of the writing. Blocks are compressed by
-    ``FOOTPRINTS_WRITE_THREADS`` GDAL threads (default: one per CPU beyond two, up to 6; on a
-    2-core machine the stitching thread that completes a strip compresses it)."""
+    GDAL threads, one per CPU beyond two (up to 6); on a 2-core machine the stitching thread
+    that completes a strip compresses it."""
     prof = {"driver": "GTiff", "width": width, "height": height, "count": bands, "dtype": dtype, "crs": crs,
             "transform": transform, "nodata": None, "BIGTIFF": "IF_SAFER"}
     if width >= 256 and height >= 256:
@@ -318,7 +318,7 @@ def output_profile(width, height, bands, crs, transform, compress: str = "zstd",
             prof["zstd_level"] = 1
     if bands > 1:
         prof["interleave"] = "band"
-    threads = int(os.environ.get("FOOTPRINTS_WRITE_THREADS", 0)) or default_workers() - 2
+    threads = default_workers() - 2
     if threads > 1:
         prof["num_threads"] = str(threads)  # GDAL compresses the blocks of a strip in parallel
     return prof
