@@ -26,8 +26,18 @@ Everything runs in a throw-away database cloned from footprints_template (droppe
    rows through the same grouping (one geometry per row), plus query_tile_labels against the
    bare join fetched only. All run alternately ``--repeat`` times after ANALYZE; best of each.
 
+3. Bounded memory: LoadLabels' peak RSS on a file of ``--rss-n`` features (default 200,000: the
+   file above, 60 MiB) and on one of ten times as many (2,000,000, 600 MiB: the same features
+   ten times over, which the loader does not mind; generated once from the first, cached). Each
+   load runs in a fresh Python process (``--rss-child``) into its own throw-away database and
+   reports its own peak: VmHWM, the kernel's high-water mark of its memory (not ``ru_maxrss``,
+   which Linux carries over from the forking parent through exec). The goal line is
+   small / big: 1.0x when memory does not grow with the file (a loader that read the whole
+   file would give about 0.1x).
+
     .venv/bin/python bench/labels.py
     .venv/bin/python bench/labels.py --n 20000     # a quick look
+    .venv/bin/python bench/labels.py --rss-only    # only the peak-RSS line (3.)
 """
 from __future__ import annotations
 
@@ -75,6 +85,67 @@ def label_file(n: int, seed: int = 0) -> Path:
     C.log(f"generated {path.name}: {n:,} polygons, {path.stat().st_size / 2**20:.0f} MiB, "
           f"in {time.perf_counter() - t0:.1f} s")
     return path
+
+
+def repeated_file(path: Path, times: int) -> Path:
+    """The FeatureCollection at ``path`` (as ``label_file`` writes it: one feature per line
+    between ``"features": [`` and ``]``) with its features ``times`` over, written streaming."""
+    out = path.with_name(f"{path.stem}_x{times}.geojson")
+    if out.exists():
+        return out
+    t0 = time.perf_counter()
+    text = path.read_bytes()
+    head, rest = text.split(b'"features": [\n', 1)
+    body, tail = rest.rsplit(b"\n]", 1)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:6]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(head + b'"features": [\n')
+        for i in range(times):
+            f.write(body + (b",\n" if i < times - 1 else b"\n]"))
+        f.write(tail)
+    os.replace(tmp, out)
+    C.log(f"generated {out.name}: {path.name}'s features {times} times over, {out.stat().st_size / 2**20:.0f} MiB, "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def rss_child(path: str, dbname: str) -> int:
+    """``--rss-child``: load ``path`` as LoadLabels does, then print this process's peak RSS (JSON)."""
+    import json
+    import resource
+
+    dt, report, n = run_ours(dbname, Path(path))
+    hwm = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    print(json.dumps({"rows": n, "seconds": dt, "vmhwm_kib": hwm,
+                      "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+    return 0
+
+
+def peak_rss(path: Path) -> dict:
+    """A LoadLabels of ``path`` in a fresh process and throw-away database: its peak RSS and more."""
+    import json
+
+    with C.throwaway_db("labels_rss") as dbname:
+        done = subprocess.run([sys.executable, __file__, "--rss-child", str(path), "--rss-db", dbname],
+                              check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rss_line(n: int) -> None:
+    small = label_file(n)
+    big = repeated_file(small, 10)
+    res = {}
+    for name, path, count in (("small", small, n), ("big", big, 10 * n)):
+        res[name] = r = peak_rss(path)
+        assert r["rows"] == count, (r, count)
+        C.log(f"LoadLabels of {count:,} features ({path.stat().st_size / 2**20:.0f} MiB): {r['seconds']:.1f} s, "
+              f"peak RSS {r['vmhwm_kib'] / 1024:.0f} MiB, in its own process")
+    print(f"LoadLabels peak RSS, {n} vs {10 * n} features: "
+          f"{res['small']['vmhwm_kib'] / res['big']['vmhwm_kib']:.2f}x (goal >= 0.8x)", flush=True)
 
 
 def pg_dsn(dbname: str) -> str:
@@ -173,7 +244,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=200_000, help="polygons (default 200,000)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each label query (best counts)")
     ap.add_argument("--load-repeat", type=int, default=3, help="runs of each loader (best counts)")
+    ap.add_argument("--rss-n", type=int, default=200_000, help="features of the smaller file of the peak-RSS line")
+    ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS line")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    ap.add_argument("--rss-db", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.rss_child:
+        return rss_child(args.rss_child, args.rss_db)
+    if args.rss_only:
+        rss_line(args.rss_n)
+        return 0
 
     from footprints.labels import source_name
     from footprints.masks import query_tile_labels
@@ -237,6 +317,7 @@ def main(argv=None) -> int:
         # like for like: both end with every tile's labels as geometries, what MakeMasks rasterizes
         print(f"MakeMasks label query vs bare ST_Intersects join: {best['bare_grouped'] / best['qtl']:.2f}x (goal >= 1.0x)")
         print(f"  (info) vs the bare join only fetched, no geometries built: {best['bare'] / best['qtl']:.2f}x")
+    rss_line(args.rss_n)
     return 0
 
 

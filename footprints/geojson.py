@@ -1,6 +1,7 @@
 """GeoJSON: the one reader and the one writer.
 
-Reading: ``read(path)`` gives ``(features, crs member)``. msgspec decodes the document into small
+Reading: ``read(path)`` gives ``(features, crs member)`` (``footprints.geojson_stream`` reads
+the same records chunk by chunk, in bounded memory, for the label loader). msgspec decodes the document into small
 typed records that keep each geometry's ``coordinates`` and each feature's ``properties`` as raw
 JSON text (no Python object per coordinate); ``geometry(record)`` and ``properties(record)``
 decode one feature on demand. Labels, evaluation, the service and the tests all read through it.
@@ -147,14 +148,19 @@ def crs_from_member(member, path):
     return crs
 
 
-def read_bytes(path, what: str = "GeoJSON file") -> bytes:
-    """The file's bytes; a missing or empty (0-byte) file is an ``InputError`` naming it."""
+def check_file(path, what: str = "GeoJSON file") -> None:
+    """A missing, directory or empty (0-byte) file is an ``InputError`` naming it."""
     if not os.path.exists(path):
         raise InputError(path, f"{what} does not exist")
     if os.path.isdir(path):
         raise InputError(path, f"{what} is a directory")
     if os.path.getsize(path) == 0:
         raise InputError(path, f"{what} is empty (0 bytes); expected a GeoJSON FeatureCollection")
+
+
+def read_bytes(path, what: str = "GeoJSON file") -> bytes:
+    """The file's bytes (``check_file`` first)."""
+    check_file(path, what)
     with open(path, "rb") as f:
         return f.read()
 

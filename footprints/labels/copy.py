@@ -134,11 +134,13 @@ def copy_binary_rows(source: str, srid: int, idx, geom_fields: list, geom_4326_f
     return b"".join([x for row in zip(heads, pj, geom_fields, geom_4326_fields) for x in row])
 
 
-def label_chunks(features: list, source: str, srid: int, crs, report: LabelReport, *, path: str = "",
+def label_chunks(features, source: str, srid: int, crs, report: LabelReport, *, path: str = "",
                  note: str = "", chunk: int | None = None, classes: ClassRule | None = None):
-    """The binary COPY stream of a parsed label file (header, rows, trailer), ``chunk``
+    """The binary COPY stream of a label file's features (header, rows, trailer), ``chunk``
     (default ``CHUNK``) features at a time, with ``report`` filled in as it goes (repaired,
-    rejected, loaded).
+    rejected, loaded; and read, for a stream). ``features``: the records of the whole file (a
+    list), or a :class:`footprints.geojson_stream.FeatureStream`, whose chunks are read as they
+    come (bounded memory; its chunk size is then the one that counts).
     Raises InputError when coordinates said to be lon/lat are not.
     ``classes`` (building types): each row gets its class (``CLASS_COLUMN``); features with a
     value not listed are rejected (:class:`footprints.labels.classes.ClassRule`).
@@ -152,9 +154,12 @@ def label_chunks(features: list, source: str, srid: int, crs, report: LabelRepor
         return rag._replace(xy=np.column_stack([x, y]))
 
     chunk = chunk or CHUNK
+    whole = isinstance(features, list)
     yield COPY_HEADER
-    for s in range(0, len(features), chunk):
-        geoms, props, reasons, built = feature_geometries_ragged(features, s, s + chunk, path)
+    for s, part in _feature_chunks(features, chunk):
+        if not whole:
+            report.read += len(part)
+        geoms, props, reasons, built = feature_geometries_ragged(part, 0, None, path)
         polygonal = None
         if built is not None:
             polygonal = np.zeros(len(geoms), dtype=bool)
@@ -168,7 +173,8 @@ def label_chunks(features: list, source: str, srid: int, crs, report: LabelRepor
                 if polygonal is not None:
                     polygonal[k] = False
         if to4326 is None:  # lon/lat must look like lon/lat
-            where = f" (features {s}..{s + len(geoms) - 1})" if len(features) > chunk else ""
+            many = len(features) > chunk if whole else s > 0 or len(part) >= chunk
+            where = f" (features {s}..{s + len(geoms) - 1})" if many else ""
             check_geometries_lonlat(geoms, path, note, where, built)
         idx, mp, repaired = clean_geometries(geoms, report, offset=s, reasons=reasons, polygonal=polygonal)
         as_read = np.zeros(len(geoms), dtype=bool)  # kept unchanged, and vectorised
@@ -198,6 +204,15 @@ def label_chunks(features: list, source: str, srid: int, crs, report: LabelRepor
     if classes is not None:
         classes.check_seen(report, path)
     yield COPY_TRAILER
+
+
+def _feature_chunks(features, chunk: int):
+    """``(start, records)`` per chunk: slices of a list, or a ``FeatureStream``'s chunks."""
+    if isinstance(features, list):
+        for s in range(0, len(features), chunk):
+            yield s, features[s:s + chunk]
+    else:
+        yield from features.chunks()
 
 
 def _take(values, rows):

@@ -4,9 +4,11 @@ Geometries keep their source CRS exactly (``geom``); an EPSG:4326 copy (``geom_4
 carries the GiST index for lookups across CRSs. How a load runs (speed: bench/labels.py,
 about 2x ogr2ogr):
 
-1. ``footprints.geojson`` decodes the file into small typed records, keeping each geometry's
-   ``coordinates`` and each feature's ``properties`` as raw JSON text (``msgspec.Raw``): no
-   Python object per coordinate. The properties' text goes to the ``jsonb`` column as is.
+1. ``footprints.geojson_stream`` reads the file chunk by chunk (bounded memory: a file of
+   millions of features loads in the memory of one of thousands) and decodes each chunk into
+   small typed records, keeping each geometry's ``coordinates`` and each feature's
+   ``properties`` as raw JSON text (``msgspec.Raw``): no Python object per coordinate. The
+   properties' text goes to the ``jsonb`` column as is.
 2. Chunk by chunk, the coordinate texts of the Polygon and MultiPolygon features are read
    with numpy (``footprints.labels.parse.polygon_coordinates``) and become shapely
    MultiPolygons in one vectorised call; other features go one by one through
@@ -22,14 +24,16 @@ about 2x ogr2ogr):
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 from pathlib import Path
 
 from psycopg2 import sql as psql
 
 from footprints.db import load_sql, next_partition, srid_for_crs
+from footprints.labels import copy as label_copy
 from footprints.labels.classes import ClassRule
 from footprints.labels.copy import CLASS_COLUMN, ChunkReader, label_chunks
-from footprints.labels.parse import open_label_file
+from footprints.labels.parse import open_label_stream
 from footprints.labels.report import LabelReport, gc_paused
 
 
@@ -63,42 +67,43 @@ def load_labels(conn, path, override: str = "", progress=None, classes: ClassRul
     whose value is not listed are rejected (see :mod:`footprints.labels.classes`)."""
     path = str(path)
     with gc_paused():
-        features, crs, note, report = open_label_file(path, override)
-        if classes is not None:
-            report.class_field = classes.field
-        srid = srid_for_crs(conn, crs)
-        source = source_name(path)
-        child, old = next_partition(conn, "labels_partitions", partition_names(source))
-        with conn.cursor() as cur:
-            ident = {"child": psql.Identifier(child), "bound": psql.Identifier(f"{child}_source"),
-                     "pkey": psql.Identifier(f"{child}_pkey"),
-                     "geom_gix": psql.Identifier(f"{child}_geom_gix"),
-                     "geom_4326_gix": psql.Identifier(f"{child}_geom_4326_gix"),
-                     "class_column": psql.SQL(f", {CLASS_COLUMN}" if classes is not None else "")}
-            params = {"source": source}
+        features, crs, note, report = open_label_stream(path, override, label_copy.CHUNK)
+        with closing(features):  # its file
+            if classes is not None:
+                report.class_field = classes.field
+            srid = srid_for_crs(conn, crs)
+            source = source_name(path)
+            child, old = next_partition(conn, "labels_partitions", partition_names(source))
+            with conn.cursor() as cur:
+                ident = {"child": psql.Identifier(child), "bound": psql.Identifier(f"{child}_source"),
+                         "pkey": psql.Identifier(f"{child}_pkey"),
+                         "geom_gix": psql.Identifier(f"{child}_geom_gix"),
+                         "geom_4326_gix": psql.Identifier(f"{child}_geom_4326_gix"),
+                         "class_column": psql.SQL(f", {CLASS_COLUMN}" if classes is not None else "")}
+                params = {"source": source}
 
-            def run(name):
-                cur.execute(psql.SQL(load_sql(name)).format(**ident), params)
+                def run(name):
+                    cur.execute(psql.SQL(load_sql(name)).format(**ident), params)
 
-            run("labels_partition")
-            if progress:
-                progress(f"copying {len(features):,} features of {path}")
-            reader = ChunkReader(label_chunks(features, source, srid, crs, report, path=path, note=note,
-                                              classes=classes))
-            try:
-                cur.copy_expert(psql.SQL(load_sql("labels_copy")).format(**ident), reader, size=1 << 20)
-            except Exception:
-                if reader.error is not None:  # psycopg2 reports it as a cancelled COPY
-                    raise reader.error from None
-                raise
-            finally:
-                reader.close()
-            if progress:
-                progress(f"indexing {report.loaded:,} labels of {path}")
-            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # the sorts of the index builds
-            run("labels_index")
-            run("labels_lock")
-            for name in old:
-                cur.execute(psql.SQL("DROP TABLE {}").format(psql.Identifier(name)))
-            run("labels_attach")
+                run("labels_partition")
+                if progress:
+                    progress(f"copying the features of {path} ({features.size / 2**20:,.1f} MiB)")
+                reader = ChunkReader(label_chunks(features, source, srid, crs, report, path=path, note=note,
+                                                  classes=classes))
+                try:
+                    cur.copy_expert(psql.SQL(load_sql("labels_copy")).format(**ident), reader, size=1 << 20)
+                except Exception:
+                    if reader.error is not None:  # psycopg2 reports it as a cancelled COPY
+                        raise reader.error from None
+                    raise
+                finally:
+                    reader.close()
+                if progress:
+                    progress(f"indexing {report.loaded:,} labels of {path}")
+                cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # the sorts of the index builds
+                run("labels_index")
+                run("labels_lock")
+                for name in old:
+                    cur.execute(psql.SQL("DROP TABLE {}").format(psql.Identifier(name)))
+                run("labels_attach")
     return report

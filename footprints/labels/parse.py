@@ -4,7 +4,8 @@ CRS rules, in order: a legacy ``crs`` member in the file; else ``[data] label_cr
 ``override``); else RFC 7946's EPSG:4326 — and then coordinates outside lon/lat ranges are an
 error, never silently treated as degrees. Z values are dropped (the columns are 2D).
 
-``footprints.geojson`` decodes the file into small typed records, keeping each geometry's
+``footprints.geojson`` (the whole file) or ``footprints.geojson_stream`` (chunk by chunk, in
+bounded memory: the loader's way) decodes the file into small typed records, keeping each geometry's
 ``coordinates`` and each feature's ``properties`` as raw JSON text (``msgspec.Raw``): no Python
 object per coordinate. Here, chunk by chunk, the coordinate texts of the Polygon and
 MultiPolygon features are read with numpy (``polygon_coordinates``: the bracket structure gives
@@ -27,6 +28,7 @@ from shapely.geometry import shape
 
 from footprints.errors import InputError
 from footprints.geojson import crs_from_member, geometry_dict, parse_geojson, read_bytes
+from footprints.geojson_stream import FeatureStream
 from footprints.labels.report import LabelReport, gc_paused
 
 
@@ -270,6 +272,20 @@ def open_label_file(path, override: str = ""):
     crs, note = resolve_crs(crs_from_member(member, path), override)
     report = LabelReport(path=path, crs=crs.to_string() if crs.to_epsg() else crs.to_wkt(), read=len(features))
     return features, crs, note, report
+
+
+def open_label_stream(path, override: str = "", chunk: int | None = None):
+    """Open a label file to be read chunk by chunk, in bounded memory: ``(FeatureStream, CRS,
+    how the CRS was chosen, report)``; ``report.read`` counts the features as they come."""
+    path = str(path)
+    stream = FeatureStream(path, "label file", **({"chunk": chunk} if chunk else {}))
+    try:
+        crs, note = resolve_crs(crs_from_member(stream.crs_member, path), override)
+    except BaseException:
+        stream.close()
+        raise
+    report = LabelReport(path=path, crs=crs.to_string() if crs.to_epsg() else crs.to_wkt())
+    return stream, crs, note, report
 
 
 def read_label_file(path, override: str = ""):
