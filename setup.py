@@ -24,6 +24,7 @@ setup(
         "rasterio>=1.3",
         "shapely>=2.0",
         "psycopg2-binary>=2.9",
+        "tenacity>=8",  # footprints/db.py: waits for a server that is down or restarting
         "geopandas>=0.14",
         "pyogrio>=0.7",
         "msgspec>=0.18",  # footprints/geojson.py: fast GeoJSON parsing (raw JSON fields)

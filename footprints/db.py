@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
 import psycopg2.errors
 import psycopg2.extras
+import tenacity
 from psycopg2 import sql as psql
 from pyproj import CRS
 
@@ -43,19 +45,69 @@ def conn_params() -> dict:
 _SCHEMA_READY: set = set()
 
 
+# a server that is down, starting or stopping (a restart, a failover): worth waiting for
+_TRANSIENT = ("connection refused", "the database system is starting up", "the database system is shutting down",
+              "the database system is in recovery mode", "no such file or directory")
+CONNECT_WAIT_ENV = "FOOTPRINTS_PG_CONNECT_WAIT"
+CONNECT_WAIT_DEFAULT = 30.0
+
+
+def connect_wait() -> float:
+    """Seconds ``connect`` keeps retrying a server that is down, starting up or shutting down:
+    ``FOOTPRINTS_PG_CONNECT_WAIT`` (0: no retry), default 30."""
+    raw = os.environ.get(CONNECT_WAIT_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else CONNECT_WAIT_DEFAULT
+    except ValueError:
+        raise ValueError(f"{CONNECT_WAIT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def transient(error: BaseException) -> bool:
+    """A connection error that a wait may cure: refused, or the server starting or stopping."""
+    return isinstance(error, psycopg2.OperationalError) and any(t in str(error).lower() for t in _TRANSIENT)
+
+
+def _connect_retrying(params: dict):
+    """``psycopg2.connect``, retried with exponential backoff (0.25 s doubling, at most 5 s
+    apart) for ``connect_wait()`` seconds while the error is ``transient``. Returns the
+    connection and the attempts made."""
+    wait = connect_wait()
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(transient),
+        stop=tenacity.stop_after_delay(wait) if wait > 0 else tenacity.stop_after_attempt(1),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
+        reraise=True)
+    attempts = 0
+    for attempt in retrying:
+        with attempt:
+            attempts = attempt.retry_state.attempt_number
+            return psycopg2.connect(connect_timeout=10, application_name="footprints", **params), attempts
+    raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
+
+
 def connect(ensure: bool = True, **overrides):
     """A new psycopg2 connection (autocommit off). Errors name the server and database.
+
+    A server that refuses connections, or is starting up or shutting down (a restart), is
+    waited for: retried with backoff for ``FOOTPRINTS_PG_CONNECT_WAIT`` seconds (default 30),
+    then the error says how long it was tried.
 
     The first connection of a process to a database checks it (PostGIS, rights) and brings the
     schema up to date (:func:`ensure_schema`), so a database made by an older release gains new
     tables and columns before any task reads them; ``ensure=False`` skips that."""
     params = {**conn_params(), **overrides}
+    t0 = time.monotonic()
     try:
-        conn = psycopg2.connect(connect_timeout=10, application_name="footprints", **params)
+        conn, _ = _connect_retrying(params)
     except psycopg2.OperationalError as e:
+        waited = ""
+        if transient(e):
+            waited = (f" (retried for {time.monotonic() - t0:.0f} s; {CONNECT_WAIT_ENV} sets how long to wait "
+                      f"for a server that is down or restarting)")
         raise RuntimeError(
             f"cannot connect to PostGIS at {params['host']}:{params['port']} database {params['dbname']!r} "
-            f"as {params['user']!r}: {str(e).strip()} -- run `make setup` or set PGHOST/PGDATABASE/PGUSER"
+            f"as {params['user']!r}: {' '.join(str(e).split())}{waited} -- run `make setup` or set "
+            f"PGHOST/PGDATABASE/PGUSER"
         ) from e
     key = (params["host"], params["port"], params["dbname"])
     if ensure and key not in _SCHEMA_READY:

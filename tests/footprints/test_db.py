@@ -5,6 +5,8 @@ pipeline's role without CREATE on schema public). Everything made here is droppe
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
 
 import psycopg2
@@ -120,3 +122,72 @@ def test_first_connection_upgrades_an_older_schema(pg_database):
             assert cur.fetchone() is not None
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- a server that is down (issue 11)
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _counting_connect(monkeypatch, fail_first: int = 0):
+    """psycopg2.connect, counted; the first ``fail_first`` calls refused as by a stopped server."""
+    calls, real = [], psycopg2.connect
+
+    def connect(*args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) <= fail_first:
+            raise psycopg2.OperationalError('connection to server at "127.0.0.1", port 5432 failed: '
+                                            "Connection refused\n\tIs the server running on that host?\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(db.psycopg2, "connect", connect)
+    return calls
+
+
+def test_a_server_that_is_down_is_retried_with_backoff_then_named(monkeypatch):
+    """Nothing listens on the port: connect retries for FOOTPRINTS_PG_CONNECT_WAIT seconds, the
+    waits growing, then raises one line naming the server, the wait and the setting."""
+    monkeypatch.setenv(db.CONNECT_WAIT_ENV, "1.5")
+    port = _unused_port()
+    calls = _counting_connect(monkeypatch)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError) as e:
+        db.connect(ensure=False, port=port)
+    took = time.monotonic() - t0
+    msg = str(e.value)
+    assert 1.4 <= took < 8, took
+    assert len(calls) >= 3, calls
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert gaps[-1] > gaps[0], gaps  # exponential backoff
+    assert msg.startswith(f"cannot connect to PostGIS at 127.0.0.1:{port} ") and "Connection refused" in msg
+    assert "retried for " in msg and db.CONNECT_WAIT_ENV in msg and "make setup" in msg and "\n" not in msg
+
+
+def test_a_server_back_during_the_wait_is_connected(monkeypatch, pg_database):
+    """Refused twice (a restart), then the server answers: the connection is made."""
+    monkeypatch.setenv(db.CONNECT_WAIT_ENV, "30")
+    calls = _counting_connect(monkeypatch, fail_first=2)
+    conn = db.connect(ensure=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
+    assert len(calls) == 3
+
+
+def test_other_connection_errors_and_a_zero_wait_are_not_retried(monkeypatch):
+    calls = _counting_connect(monkeypatch)
+    monkeypatch.setenv(db.CONNECT_WAIT_ENV, "30")
+    with pytest.raises(RuntimeError, match="does not exist") as e:  # no such database: waiting will not help
+        db.connect(ensure=False, dbname=f"footprints_missing_{uuid.uuid4().hex[:8]}")
+    assert len(calls) == 1 and "retried" not in str(e.value)
+    monkeypatch.setenv(db.CONNECT_WAIT_ENV, "0")
+    with pytest.raises(RuntimeError, match="Connection refused"):
+        db.connect(ensure=False, port=_unused_port())
+    assert len(calls) == 2
