@@ -99,3 +99,58 @@ def test_any_numeric_dtype_and_band_count_is_accepted(tmp_path, dtype, bands):
     with open_raster(p) as src:
         meta = raster_meta(src)
     assert (meta["dtype"], meta["count"]) == (dtype, bands)
+
+
+# ---------------------------------------------------------------- pixel reads
+
+
+def _tiled(path, arr, block=16, interleave="pixel"):
+    prof = {"driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1], "count": arr.shape[0],
+            "dtype": arr.dtype.name, "transform": Affine(0.5, 0, 500000, 0, -0.5, 4000000), "crs": "EPSG:32616",
+            "tiled": True, "blockxsize": block, "blockysize": block, "compress": "zstd", "interleave": interleave}
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(arr)
+
+
+def test_read_array_is_pixel_interleaved_and_crops_like_rasterio(tmp_path, recwarn):
+    from rasterio.windows import Window
+
+    from footprints.raster import read_array
+
+    arr = np.random.default_rng(0).integers(0, 65535, (3, 40, 56)).astype(np.uint16)
+    _tiled(tmp_path / "a.tif", arr)
+    got = read_array(tmp_path / "a.tif")
+    assert got.flags.c_contiguous and got.dtype == np.uint16
+    np.testing.assert_array_equal(got, np.moveaxis(arr, 0, -1))
+    np.testing.assert_array_equal(read_array(tmp_path / "a.tif", Window(5, 7, 20, 9)), np.moveaxis(arr[:, 7:16, 5:25], 0, -1))
+    # a window past the edge is cropped, as rasterio reads it
+    np.testing.assert_array_equal(read_array(tmp_path / "a.tif", Window(50, 30, 20, 20)), np.moveaxis(arr[:, 30:, 50:], 0, -1))
+    assert not [w for w in recwarn if issubclass(w.category, rasterio.errors.NotGeoreferencedWarning)]
+    with pytest.raises(InputError, match=r"missing\.tif: cannot read raster"):
+        read_array(tmp_path / "missing.tif")
+
+
+@pytest.mark.parametrize("block,interleave", [(16, "pixel"), (32, "band")])
+def test_shared_chunk_reader_equals_window_reads_and_drops_every_chunk(tmp_path, block, interleave):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from footprints.raster import SharedChunkReader, WindowReader
+
+    arr = np.random.default_rng(1).integers(0, 255, (3, 300, 1100)).astype(np.uint8)
+    _tiled(tmp_path / "s.tif", arr, block, interleave)
+    # overlapping windows (a context-window plan), each read once, from 4 threads
+    wins = [{"col_off": c, "row_off": r, "width": min(400, 1100 - c), "height": min(144, 300 - r)}
+            for r in range(0, 300, 96) for c in range(0, 1100, 320)]
+    with SharedChunkReader(tmp_path / "s.tif", wins) as shared, WindowReader(tmp_path / "s.tif") as plain:
+        reads = {}
+        decoded = []
+        orig = shared._read_chunk
+        shared._read_chunk = lambda k: decoded.append(k) or orig(k)
+        with ThreadPoolExecutor(4) as ex:
+            for i, a in enumerate(ex.map(shared, wins)):
+                reads[i] = a
+        for i, w in enumerate(wins):
+            np.testing.assert_array_equal(reads[i], plain(w))
+        assert len(decoded) == len(set(decoded)) == len(shared._uses)  # every chunk decoded once
+        assert not shared._chunks  # and dropped after its last window
+        np.testing.assert_array_equal(shared(wins[0]), plain(wins[0]))  # read again: directly

@@ -126,3 +126,41 @@ def test_threaded_keeps_order_with_several_workers_and_raises_errors():
     assert got == [0, 1, 2, 3, 4]
 
 
+
+
+def test_uint8_batches_padded_with_whole_grey_levels_and_planar_quantizing():
+    from footprints.stitch import fill_values, pad_to, to_uint8_planar
+
+    np.testing.assert_array_equal(fill_values([99.6, -3.0, 300.2], np.uint8), [100, 0, 255])
+    np.testing.assert_array_equal(fill_values([99.6, 1.5], np.float32), np.float32([99.6, 1.5]))
+    a = np.full((2, 3, 2), 7, np.uint8)
+    p = pad_to(a, 4, 5, [120.4, 9.5])
+    assert p.dtype == np.uint8 and (p[:2, :3] == 7).all() and (p[2:, :, 0] == 120).all() and (p[:2, 3:, 1] == 10).all()
+    prob = np.random.default_rng(0).random((5, 6, 3)).astype(np.float32) * 1.4 - 0.2
+    out = np.zeros((3, 9, 6), np.uint8)[:, 2:7]  # a strided slice, like a mosaic strip's
+    to_uint8_planar(prob, out=out)
+    np.testing.assert_array_equal(out, np.moveaxis(to_uint8(prob), -1, 0))
+
+
+def test_predict_tiles_hands_the_network_the_image_dtype_and_stitches_from_threads(tmp_path):
+    """uint8 imagery reaches ``predict_fn`` as uint8 (padding included); cores quantized by
+    several stitching threads into a band-interleaved file come back exactly."""
+    width, height = 300, 290
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (height, width, 3)).astype(np.uint8)
+    tiles = [asdict(s) for s in tile_grid(width, height, 64, 16)]
+    read = lambda t: img[t["row_off"]:t["row_off"] + t["height"], t["col_off"]:t["col_off"] + t["width"]]  # noqa: E731
+    seen = set()
+
+    def fn(x):
+        seen.add(x.dtype)
+        return x / np.float32(255)
+
+    path = tmp_path / "p.tif"
+    prof = output_profile(width, height, 3, "EPSG:32616", Affine(0.5, 0, 500000, 0, -0.5, 4000000))
+    assert prof["interleave"] == "band" and prof["compress"] == "zstd" and prof["predictor"] == 1
+    with rasterio.open(path, "w", **prof) as dst:
+        predict_tiles(tiles, read, fn, dst, batch_size=5, align=16, pad_values=[127.6] * 3, readers=4)
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(np.moveaxis(src.read(), 0, -1), img)
+    assert seen == {np.dtype(np.uint8)}
