@@ -1,13 +1,16 @@
 """Killing a stage with SIGKILL mid-way and rerunning gives the same result as a clean run."""
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
+import h5py
 import luigi
 import numpy as np
 import psycopg2
@@ -146,9 +149,18 @@ wrap(tasks.masks, "write_tiff", False)
 luigi.cmdline.luigi_run(sys.argv[3:])
 """
 
-STAGES = [("TileImage", 7), ("LoadLabels", 1), ("MakeMasks", 9), ("SplitDataset", 1), ("PredictImage", 1),
-          ("Polygonize", 1), ("DeduplicateBorders", 1), ("WriteOutputs", 2), ("WriteRunOutputs", 1),
-          ("Evaluate", 1)]
+# (DAG, the kills of one case: each (stage, moment) kills a run, the next run resumes; a last run finishes)
+# "oracle": RunAll with the oracle model on one scene, one stage per case.
+# "trained": RunAll on an image series (one AOI, two dates) with a U-Net trained for real (2 epochs of
+# 8 crops, 4 filters: deterministic, see models/training.py) and the threshold tuned, so TrainModel,
+# TuneThreshold and the tracking stages run. Its kills come one after another in one case, each run
+# resuming the last (a case of its own each would cost a training each): TrainModel at moment 7, the
+# first file of epoch 2 (epoch 1's six: best and last weights, optimizer, history.csv, curve,
+# state.json), so the rerun resumes after epoch 1; then TuneThreshold, TrackBuildings, WriteTracks.
+STAGES = [("oracle", [(stage, moment)]) for stage, moment in (
+    ("TileImage", 7), ("LoadLabels", 1), ("MakeMasks", 9), ("SplitDataset", 1), ("PredictImage", 1),
+    ("Polygonize", 1), ("DeduplicateBorders", 1), ("WriteOutputs", 2), ("WriteRunOutputs", 1), ("Evaluate", 1))]
+STAGES += [("trained", [("TrainModel", 7), ("TuneThreshold", 1), ("TrackBuildings", 1), ("WriteTracks", 1)])]
 
 
 def _small_scene(root: Path):
@@ -168,8 +180,38 @@ def _small_scene(root: Path):
     return img, lab
 
 
-def _run_all_args(img, lab):
-    return ["--module", "pipeline", "RunAll", "--local-scheduler", "--workers", "1", "--model-name", "oracle",
+SERIES = ("global_monthly_2018_01_mosaic_k1", "global_monthly_2018_02_mosaic_k1")  # [data] series_pattern's
+
+
+def _series_scene(root: Path):
+    """One AOI on two dates (SpaceNet 7 names): 512x512 px, buildings with an Id, a few gone on the
+    second date."""
+    rng = np.random.default_rng(5)
+    root.mkdir(parents=True, exist_ok=True)
+    spots = [(4 + (i % 8) * 31 + rng.uniform(0, 8), 12 + (i // 8) * 41 + rng.uniform(0, 8)) for i in range(40)]
+    for d, stem in enumerate(SERIES):
+        with rasterio.open(root / f"{stem}.tif", "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8",
+                           crs=CRS.from_epsg(32616), transform=Affine(0.5, 0, 500000, 0, -0.5, 4000000)) as dst:
+            dst.write(rng.integers(0, 255, (3, 512, 512), dtype=np.uint8))
+        feats = []
+        for i, (dx, dy) in enumerate(spots):
+            if d and i % 9 == 0:
+                continue  # demolished
+            x, y = 500000 + dx, 4000000 - dy
+            ring = [[x, y], [x + 9, y], [x + 9, y + 7], [x, y + 7], [x, y]]
+            feats.append({"type": "Feature", "properties": {"Id": i},
+                          "geometry": {"type": "Polygon", "coordinates": [ring]}})
+        (root / f"{stem}.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": feats, "crs": {
+            "type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32616"}}}))
+    return root, root
+
+
+def _run_all_args(img, lab, dag: str = "oracle"):
+    model = (["--model-name", "oracle"] if dag == "oracle" else
+             ["--train-epochs", "2", "--train-samples-per-epoch", "8", "--train-base-filters", "4", "--train-depth",
+              "2", "--train-crop-size", "64", "--train-batch-size", "4", "--train-workers", "1",
+              "--predict-engine", "keras"])  # no ONNX export (seconds per run; the engine is not the point)
+    return ["--module", "pipeline", "RunAll", "--local-scheduler", "--workers", "1", *model,
             "--data-images", str(img), "--data-labels", str(lab), "--tiling-tile-size", "64",
             "--tiling-overlap", "16", "--tiling-workers", "1", "--split-method", "block", "--split-buffer", "4"]
 
@@ -180,43 +222,110 @@ def _luigi(args, workdir, dbname, kill=None):
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _model_digest(path: Path) -> str:
+    """A .keras file's architecture and weights (not its save date)."""
+    h = hashlib.sha1()
+
+    def add(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            h.update(name.encode() + obj[()].tobytes())
+
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as w:
+        h.update(z.read("config.json"))
+        w.visititems(add)
+    return h.hexdigest()
+
+
+def _comparable(files: dict, work: Path) -> dict:
+    """``snapshot.files`` of a run with a trained model, less what differs between two clean runs
+    on this machine although the model is the same (bit for bit): the .keras archive's save date
+    (its weights and config are compared instead), model.json's seconds_this_run and TensorBoard's
+    event files (named and stamped by wall time)."""
+    out = {}
+    for rel, digest in files.items():
+        parts = Path(rel).parts
+        if parts[0] == "models" and "logs" in parts:
+            continue
+        if parts[0] == "models" and parts[-1] == "model.keras":
+            out[rel] = _model_digest(work / rel)
+        elif parts[0] == "models" and parts[-1] == "model.json":
+            d = json.loads((work / rel).read_text())
+            d.pop("seconds_this_run")
+            out[rel] = json.dumps(d, sort_keys=True).replace(str(work), "<workdir>")
+        else:
+            out[rel] = digest
+    return out
+
+
+def _dag_files(snapshot, dag: str, work: Path) -> dict:
+    files = snapshot.files(work)
+    return files if dag == "oracle" else _comparable(files, work)
+
+
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory, snapshot):
-    """One uninterrupted RunAll on the small scene: its files and rows."""
-    root = tmp_path_factory.mktemp("clean")
-    img, lab = _small_scene(root / "data")
+def clean_runs(tmp_path_factory, snapshot):
+    """``clean_runs(dag)``: one uninterrupted RunAll of that DAG (made once): its data, files and rows."""
     admin = psycopg2.connect(**{**conn_params(), "dbname": "postgres"})
     admin.autocommit = True
-    name = f"footprints_clean_{os.getpid()}"
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE footprints_template')
+    made, names = {}, []
+
+    def get(dag: str) -> dict:
+        if dag not in made:
+            root = tmp_path_factory.mktemp(f"clean_{dag}")
+            img, lab = (_small_scene if dag == "oracle" else _series_scene)(root / "data")
+            name = f"footprints_clean_{dag}_{os.getpid()}"
+            names.append(name)
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                cur.execute(f'CREATE DATABASE "{name}" TEMPLATE footprints_template')
+            proc = _luigi(_run_all_args(img, lab, dag), root / "work", name)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            made[dag] = {"data": (img, lab), "files": _dag_files(snapshot, dag, root / "work"),
+                         "rows": snapshot.rows(name, root / "work")}
+        return made[dag]
+
     try:
-        proc = _luigi(_run_all_args(img, lab), root / "work", name)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        yield {"data": (img, lab), "files": snapshot.files(root / "work"), "rows": snapshot.rows(name, root / "work")}
+        yield get
     finally:
         with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in names:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 
-@pytest.mark.parametrize("stage,moment", STAGES, ids=[s for s, _ in STAGES])
-def test_kill_9_in_every_stage_then_rerun_equals_clean_run(clean_run, fresh_db, snapshot, tmp_path, stage, moment):
-    img, lab = clean_run["data"]
+@pytest.fixture(scope="module")
+def clean_run(clean_runs):
+    """The oracle DAG's clean run."""
+    return clean_runs("oracle")
+
+
+def _check_killed(stage: str, work: Path) -> None:
+    """What a kill must have left for the rerun to resume from."""
+    if stage == "TrainModel":  # epoch 1 committed, epoch 2 not: the rerun resumes after epoch 1
+        (state,) = (work / "models").glob("*/checkpoints/state.json")
+        assert json.loads(state.read_text())["epoch"] == 1
+        assert not list((work / "models").glob("*/model.keras"))
+
+
+@pytest.mark.parametrize("dag,kills", STAGES, ids=["+".join(s for s, _ in kills) for _, kills in STAGES])
+def test_kill_9_in_every_stage_then_rerun_equals_clean_run(clean_runs, fresh_db, snapshot, tmp_path, dag, kills):
+    clean = clean_runs(dag)
+    img, lab = clean["data"]
     dbname, work = fresh_db(), tmp_path / "work"
-    killed = _luigi(_run_all_args(img, lab), work, dbname, kill=[stage, str(moment)])
-    assert killed.returncode == -signal.SIGKILL, f"{stage} was never killed:\n{killed.stderr[-3000:]}"
-    assert f"KILLING {stage}" in killed.stderr
-    rerun = _luigi(_run_all_args(img, lab), work, dbname)
+    for stage, moment in kills:
+        killed = _luigi(_run_all_args(img, lab, dag), work, dbname, kill=[stage, str(moment)])
+        assert killed.returncode == -signal.SIGKILL, f"{stage} was never killed:\n{killed.stderr[-3000:]}"
+        assert f"KILLING {stage}" in killed.stderr
+        _check_killed(stage, work)
+    rerun = _luigi(_run_all_args(img, lab, dag), work, dbname)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     got_rows = snapshot.rows(dbname, work)
     for table, values in got_rows.items():
         assert len(values) == len(set(values)), f"duplicate rows in {table}"
-        assert values == clean_run["rows"][table], table
-    got = snapshot.files(work)
-    assert not [f for f in got if ".tmp-" in f], "temporaries of the killed run are cleaned up"
-    assert got == clean_run["files"]
+        assert values == clean["rows"][table], table
+    got = _dag_files(snapshot, dag, work)
+    assert not [f for f in got if ".tmp-" in f], "temporaries of the killed runs are cleaned up"
+    assert got == clean["files"]
 
 
 # ---------------------------------------------------------------- PostgreSQL restarted mid-run
