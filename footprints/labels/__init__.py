@@ -18,6 +18,7 @@ from footprints.labels.parse import (
     check_lonlat,
     feature_geometries,
     open_label_file,
+    open_label_stream,
     polygon_coordinates,
     read_label_file,
     resolve_crs,
@@ -27,6 +28,6 @@ from footprints.labels.report import LabelReport, gc_paused
 __all__ = [
     "CHUNK", "COPY_COLUMNS", "COPY_HEADER", "COPY_TRAILER", "ChunkReader", "LabelReport", "Ragged",
     "check_lonlat", "clean_geometries", "copy_binary_rows", "ewkb_fields", "feature_geometries", "file_digest",
-    "gc_paused", "label_chunks", "load_labels", "open_label_file", "partition_names", "polygon_coordinates",
+    "gc_paused", "label_chunks", "load_labels", "open_label_file", "open_label_stream", "partition_names", "polygon_coordinates",
     "polygon_parts", "ragged_ewkb_fields", "read_label_file", "resolve_crs", "source_name",
 ]
