@@ -5,8 +5,11 @@ Mixed bfloat16 where the CPU has AMX/AVX512-BF16 and on GPUs (float16 on GPUs wi
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import math
+import os
 import subprocess
 
 import keras
@@ -61,6 +64,43 @@ def jit_setting():
     if keras.backend.backend() == "tensorflow" and not gpu_devices():
         return False
     return "auto"
+
+
+_MALLOC_TUNED = False
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in glibc's heap instead of handing it back to the kernel after every op.
+
+    TensorFlow's CPU kernels allocate and free large buffers at every step; with glibc's defaults
+    they are mmap'd and unmapped each time, and the kernel zeroes fresh pages on every fault. On
+    a 2-core AMD EPYC that was a third of a training step's CPU time (system time). The largest
+    mmap threshold glibc accepts (32 MiB) plus a high trim threshold and top pad make a 4-level
+    U-Net training step 1.35x faster there (0.75 -> 0.55 s, bare steps); the numbers computed do
+    not change. ``FOOTPRINTS_MALLOC_TUNE=0`` leaves the allocator alone. Returns whether applied.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or os.environ.get("FOOTPRINTS_MALLOC_TUNE", "1") == "0":
+        return _MALLOC_TUNED
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = all(mallopt(opt, val) == 1 for opt, val in (
+        (m_mmap_threshold, 32 * 2 ** 20), (m_trim_threshold, 2 ** 30), (m_top_pad, 64 * 2 ** 20)))
+    _MALLOC_TUNED = ok
+    return ok
+
+
+def data_workers(requested: int) -> int:
+    """Reader threads of the training pipeline: ``[train] workers``, or with 0 (auto) a quarter
+    of the CPUs, at least 1 (the reader threads compete with the training step for cores: on 2
+    cores one reader gave 0.80 s per demo step, two readers 0.96 s)."""
+    if requested > 0:
+        return int(requested)
+    return max(1, (os.cpu_count() or 1) // 4)
 
 
 def setup_distribution(batch_size: int) -> tuple[int, list[str]]:

@@ -35,7 +35,7 @@ from footprints.raster import SharedChunkReader, open_raster, pixel_env, read_ar
 from footprints.stitch import context_windows, group_cores, output_profile, pad_to, predict_tiles
 from footprints.tiling import read_tile_index, tile_grid
 from models.engines import engine_fn, resolve_engine
-from models.hardware import jit_setting, resolve_precision
+from models.hardware import jit_setting, resolve_precision, tune_malloc
 from models.io import load_model
 from models.unet import arch_alignment, arch_margin, inference_model, model_info
 
@@ -46,6 +46,7 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
     """(predict_fn, info) for a footprints ``.keras`` file: BatchNorm folded into the convs,
     the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it), run by
     ``engine`` (:mod:`models.engines`; ``info["engine"]`` says which one runs)."""
+    tune_malloc()
     model = load_model(model_path)
     info = model_info(model)
     policy = resolve_precision(precision)

@@ -53,7 +53,7 @@ class TrainParams:
     seed: int = 0
     # how the run executes (no effect on the result beyond float rounding)
     precision: str = _runtime("auto")
-    workers: int = _runtime(2)
+    workers: int = _runtime(0)  # 0: auto (models.hardware.data_workers)
     cache_mb: int = _runtime(1024)
     extra: dict = _runtime(default_factory=dict)
 

@@ -27,7 +27,7 @@ import keras
 from footprints.atomic import TMP_MARK, write_json
 from models.callbacks import EpochCheckpoint, restore_optimizer, tensorboard_callback
 from models.data import Augment, TileCache, TileDataset, band_statistics, dtype_range, effective_crop, inspect_items
-from models.hardware import jit_setting, resolve_precision, setup_distribution
+from models.hardware import data_workers, jit_setting, resolve_precision, setup_distribution, tune_malloc
 from models.io import save_model_atomic
 from models.losses import make_loss
 from models.metrics import PixelF1, PixelIoU
@@ -94,6 +94,7 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     # the same recipe gives the same model on the same machine: deterministic kernels (read by
     # TensorFlow when the first such op runs; the data pipeline and initialisers are seeded)
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    tune_malloc()
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(run_dir, ckpt)
@@ -132,8 +133,8 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     aug = Augment(params.flips, params.rotations, params.brightness, params.contrast, params.color)
     train_ds = TileDataset(train_items, batch_size, crop, True, params.seed, samples, aug, mean, std, meta["nodata"],
                            dtype_range(meta["dtype"]), initial_epoch=state["epoch"], cache=cache,
-                           workers=params.workers, class_share=params.class_share)
-    val_ds = (TileDataset(val_items, batch_size, val_crop, False, cache=cache, workers=params.workers)
+                           workers=data_workers(params.workers), class_share=params.class_share)
+    val_ds = (TileDataset(val_items, batch_size, val_crop, False, cache=cache, workers=data_workers(params.workers))
               if val_items else None)
     monitor = "val_iou" if val_ds is not None else "iou"
 

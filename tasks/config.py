@@ -181,7 +181,7 @@ class train(luigi.Config):
         significant=TrainParams.is_significant("precision"),
         description="auto: bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs, else float32")
     workers = luigi.IntParameter(default=_T.workers, significant=TrainParams.is_significant("workers"),
-                                 description="threads reading and augmenting tiles")
+                                 description="threads reading and augmenting tiles (0: auto)")
     cache_mb = luigi.IntParameter(default=_T.cache_mb, significant=TrainParams.is_significant("cache_mb"),
                                   description="decoded tiles kept in memory (LRU)")
     tensorboard_port = luigi.IntParameter(default=0, significant=False,
