@@ -89,13 +89,14 @@ def main(argv=None) -> int:
     cache = TileCache((p.cache_mb if args.cache_mb is None else args.cache_mb) * 2 ** 20)
     mean, std = band_statistics(cache.get(it["tile"])[::4, ::4] for it in items)
     steps, b = args.steps, p.batch_size
+    workers = data_workers(p.workers)
     ds = TileDataset(items, b, crop, True, p.seed, steps * b, Augment(p.flips, p.rotations, p.brightness, p.contrast),
-                     mean, std, None, (0, 255), cache=cache, workers=data_workers(p.workers))
+                     mean, std, None, (0, 255), cache=cache, workers=workers)
     mem_x, mem_y = (np.concatenate(a) for a in zip(*(ds[i] for i in range(steps))))
     model = build_model_for(3, 3, p, policy, mean, std, None, {})
     compile_model(model, make_optimizer(p, steps * 10, policy), p.loss, p.class_weights)
     print(f"# {len(items)} tiles; unet depth {p.depth}, {p.base_filters} filters, batchnorm {p.batchnorm}, "
-          f"{policy}; {steps} steps of {b} x {crop}² crops, {data_workers(p.workers)} reader threads, "
+          f"{policy}; {steps} steps of {b} x {crop}² crops, {workers} reader threads, "
           f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}", flush=True)
 
     import keras
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     sp, sm = steps / min(t_pipe), steps / min(t_mem)
     print(f"# tile pipeline ceiling (network replaced by a 1x1 conv): {ceiling:.1f} steps/s, "
           f"{ceiling * b * crop * crop / 1e6:.1f} Mpx/s of crops, {ceiling / sm:.1f}x the U-Net's steps/s "
-          f"on this CPU ({data_workers(p.workers)} reader threads)", flush=True)
+          f"on this CPU ({workers} reader threads)", flush=True)
     print(f"# pipeline {sp:.2f} steps/s, in-memory {sm:.2f} steps/s "
           f"({sm * b * crop * crop / 1e6:.2f} Mpx/s trained)", flush=True)
     print(f"training steps/s, tile pipeline vs in-memory arrays: {sp / sm:.2f}x (goal >= 0.9x)")

@@ -130,11 +130,12 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
     val_crop = effective_crop(0, [(it["height"], it["width"]) for it in val_items], align) if val_items else None
     steps = max(1, samples // batch_size)
     cache = TileCache(params.cache_mb * 2 ** 20)
+    workers = data_workers(params.workers)
     aug = Augment(params.flips, params.rotations, params.brightness, params.contrast, params.color)
     train_ds = TileDataset(train_items, batch_size, crop, True, params.seed, samples, aug, mean, std, meta["nodata"],
                            dtype_range(meta["dtype"]), initial_epoch=state["epoch"], cache=cache,
-                           workers=data_workers(params.workers), class_share=params.class_share)
-    val_ds = (TileDataset(val_items, batch_size, val_crop, False, cache=cache, workers=data_workers(params.workers))
+                           workers=workers, class_share=params.class_share)
+    val_ds = (TileDataset(val_items, batch_size, val_crop, False, cache=cache, workers=workers)
               if val_items else None)
     monitor = "val_iou" if val_ds is not None else "iou"
 
