@@ -234,12 +234,13 @@ def io_ceiling(model_path: Path, info: dict, batch: int, window: int, repeat: in
     zeros: dict = {}
 
     def no_network(batch):
-        """All-zero probabilities, one read-only array per shape: it costs nothing, as it says
-        (a fresh np.zeros would bill the first touch of its pages to PredictImage's quantizing:
-        +0.18 CPU-s on this scene, a cost of a real network's own output allocation)."""
+        """All-zero probabilities in the predictor's own output form (uint8 round(255 p),
+        quantized where the network runs), one read-only array per shape: it costs nothing, as
+        it says (a fresh np.zeros would bill the first touch of its pages to PredictImage's
+        stitching, a cost of a real network's own output allocation)."""
         shape = batch.shape[:3] + (k,)
         if shape not in zeros:
-            zeros[shape] = np.zeros(shape, np.float32)
+            zeros[shape] = np.zeros(shape, np.uint8)
             zeros[shape].flags.writeable = False
         return zeros[shape]
 

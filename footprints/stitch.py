@@ -397,7 +397,8 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
 
     ``tiles``: dicts with the tile-index keys (col_off, row_off, width, height, core_*);
     ``read_fn(tile) -> (H, W, bands)`` array; ``predict_fn(batch) -> (B, H, W, K)``
-    probabilities. The batch keeps the dtype ``read_fn`` returns (uint8 for 8-bit imagery: the
+    probabilities, float or already quantized to uint8 ``round(255 p)`` (the predictor's own
+    output: :func:`models.unet.quantized`). The batch keeps the dtype ``read_fn`` returns (uint8 for 8-bit imagery: the
     network converts, on its own device), padded with ``pad_values`` (:func:`fill_values`).
     A uint8 ``dst`` gets ``round(255 p)``, a float one the probabilities.
 
@@ -453,7 +454,9 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
             p = plans[i]
             core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
             for a, b, view in writer.regions(p.img_row, p.img_col, p.core_h, p.core_w):
-                if as_uint8:
+                if probs.dtype == np.uint8:  # round(255 p) already (quantized where the network ran)
+                    view[...] = np.moveaxis(core[a:b], -1, 0) if as_uint8 else np.moveaxis(core[a:b], -1, 0) / 255
+                elif as_uint8:
                     local.scratch = getattr(local, "scratch", None)
                     if local.scratch is None or local.scratch.size < view.size:
                         local.scratch = np.empty(core.size, np.float32)
@@ -474,8 +477,10 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
     try:
         for batch, x, masks in _threaded(load, batches, depth=readers + 1, workers=readers, context=reader_context):
             t = time.perf_counter()
-            probs = np.asarray(predict_fn(x), np.float32)
+            probs = np.asarray(predict_fn(x))
             t_pred += time.perf_counter() - t
+            if probs.dtype != np.uint8:
+                probs = probs.astype(np.float32, copy=False)
             if probs.shape[:3] != x.shape[:3]:
                 raise ValueError(f"the model returned {probs.shape[1:3]} for {x.shape[1:3]} inputs")
             pending.append(post.submit(stitch, batch, probs, masks))

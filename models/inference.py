@@ -37,7 +37,7 @@ from footprints.tiling import read_tile_index, tile_grid
 from models.engines import engine_fn, resolve_engine
 from models.hardware import jit_setting, resolve_precision, tune_malloc
 from models.io import load_model
-from models.unet import arch_alignment, arch_margin, inference_model, model_info
+from models.unet import arch_alignment, arch_margin, inference_model, model_info, quantized
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,14 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
     info = model_info(model)
     policy = resolve_precision(precision)
     fast = inference_model(model, policy)
+    net = quantized(fast)  # uint8 round(255 p) where the network runs
     if jit_setting() is False:
-        fast.jit_compile = False
+        fast.jit_compile = net.jit_compile = False
     chosen = resolve_engine(engine, policy)
     fn = None
     if chosen != "keras":
         try:
-            fn = engine_fn(chosen, fast, model_path)
+            fn = engine_fn(chosen, net, model_path)
         except (ImportError, OSError, RuntimeError, ValueError, TypeError) as e:
             log.warning("%s: the %s engine cannot run this model (%s: %s); using Keras instead",
                         model_path, chosen, type(e).__name__, str(e)[:300])
@@ -65,7 +66,8 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
     info = {**info, "precision": policy, "engine": chosen}
 
     def predict_fn(x):
-        return np.asarray(fn(x) if fn is not None else fast.predict_on_batch(x))
+        """uint8 ``round(255 p)`` (quantized where the network runs)."""
+        return np.asarray(fn(x) if fn is not None else net.predict_on_batch(x))
 
     predict_fn.model = fast
     return predict_fn, info
@@ -232,5 +234,10 @@ def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.n
     ``align``, like the tiles). Memory grows with the image: for checks and small images."""
     h, w = image.shape[:2]
     H, W = math.ceil(h / align) * align, math.ceil(w / align) * align
-    out = np.asarray(predict_fn(pad_to(image, H, W, pad_values)[None]), np.float32)[0]
-    return out[:h, :w]
+    return as_probabilities(predict_fn(pad_to(image, H, W, pad_values)[None]))[0, :h, :w]
+
+
+def as_probabilities(out) -> np.ndarray:
+    """A predictor's output as float32 probabilities (uint8 outputs are ``round(255 p)``)."""
+    out = np.asarray(out)
+    return out * np.float32(1 / 255) if out.dtype == np.uint8 else out.astype(np.float32, copy=False)

@@ -153,6 +153,7 @@ class train(luigi.Config):
     depth = luigi.IntParameter(default=_T.depth, description="U-Net poolings")
     base_filters = luigi.IntParameter(default=_T.base_filters, description="filters of the first level (doubled per level)")
     input_scale = luigi.IntParameter(default=_T.input_scale, description="> 1: the U-Net runs at 1/input_scale resolution (average pooling in, nearest upsampling + a 3x3 head out): input_scale² times cheaper")
+    fold = luigi.IntParameter(default=_T.fold, description="> 1: every fold x fold pixel block is folded into channels (lossless space-to-depth), the U-Net runs at 1/fold resolution and its head predicts each block's pixels")
     batchnorm = luigi.BoolParameter(default=_T.batchnorm, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                     description="conv-BN-ReLU blocks; false: conv+bias+ReLU (about 2.5x faster steps on CPU)")
     epochs = luigi.IntParameter(default=_T.epochs)
@@ -179,7 +180,7 @@ class train(luigi.Config):
     precision = luigi.ChoiceParameter(
         default=_T.precision, choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
         significant=TrainParams.is_significant("precision"),
-        description="auto: bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs, else float32")
+        description="auto: bfloat16 on CPUs with AMX/AVX512-BF16 and on GPUs, else float32 (the demo: float32)")
     workers = luigi.IntParameter(default=_T.workers, significant=TrainParams.is_significant("workers"),
                                  description="threads reading and augmenting tiles (0: auto)")
     cache_mb = luigi.IntParameter(default=_T.cache_mb, significant=TrainParams.is_significant("cache_mb"),

@@ -41,7 +41,11 @@ def test_engines_agree_with_keras(model_file, engine):
     fn, info = load_predictor(model_file, "float32", engine=engine)
     assert info["engine"] == engine and ref_info["engine"] == "keras"
     x = _x()
-    np.testing.assert_allclose(fn(x), ref_fn(x), atol=1e-4)
+    got, ref = fn(x), ref_fn(x)
+    # both quantize round(255 p) where they run: uint8, equal up to float rounding at a .5 edge
+    assert got.dtype == ref.dtype == np.uint8 and got.shape == ref.shape
+    diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     # the export is cached beside the model, keyed by the model file's content
     assert len(list(model_file.parent.glob("model.*.onnx"))) == 1
 

@@ -134,12 +134,13 @@ def test_grouped_context_windows_are_exact_and_fewer(w, h, tile, overlap, window
     assert np.abs(got - whole).max() <= 1e-5
 
 
-def test_half_resolution_model_tiles_equal_the_whole_image(tmp_path):
-    """[train] input_scale = 2: context windows from arch_margin/arch_alignment stay exact."""
+@pytest.mark.parametrize("low_res", [{"input_scale": 2}, {"fold": 2}])
+def test_half_resolution_model_tiles_equal_the_whole_image(tmp_path, low_res):
+    """[train] input_scale = 2 or fold = 2: context windows from arch_margin/arch_alignment stay exact."""
     from models.inference import plan_windows
     from models.unet import arch_alignment, arch_margin, model_info
 
-    net = models.inference_model(models.build_unet(3, 3, depth=2, base_filters=4, seed=2, input_scale=2,
+    net = models.inference_model(models.build_unet(3, 3, depth=2, base_filters=4, seed=2, **low_res,
                                                    mean=[100] * 3, std=[30] * 3), "float32")
     net.jit_compile = False
     fn = lambda x: np.asarray(net.predict_on_batch(x))  # noqa: E731

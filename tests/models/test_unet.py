@@ -140,3 +140,62 @@ def test_half_resolution_unet_reach_and_alignment():
         rows, cols = np.nonzero(np.abs(run(y) - base) > 0)
         reach = max(np.abs(rows - size // 2 - dy).max(), np.abs(cols - size // 2 - dx).max())
         assert 0 < reach <= r
+
+
+def test_space_to_depth_and_back_is_the_identity():
+    """fold: pixel blocks go into channels in (row, column, band) order, and come back exactly."""
+    from models.unet import DepthToSpace, SpaceToDepth
+
+    x = np.arange(2 * 6 * 8 * 3, dtype="float32").reshape(2, 6, 8, 3)
+    folded = keras.ops.convert_to_numpy(SpaceToDepth(2)(x))
+    assert folded.shape == (2, 3, 4, 12)
+    np.testing.assert_array_equal(folded[0, 1, 2], np.concatenate([x[0, 2, 4], x[0, 2, 5], x[0, 3, 4], x[0, 3, 5]]))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(DepthToSpace(2)(folded)), x)
+
+
+def test_folded_unet_reach_alignment_and_saving(tmp_path):
+    """fold=2: the U-Net runs on 2x2 pixel blocks folded into channels; arch_margin bounds a
+    pixel's reach in every phase of the block grid, the output is full resolution, and the saved
+    model reloads to the same outputs."""
+    from models.unet import arch_alignment, arch_margin, model_info
+
+    model = inference_model(build_unet(1, 3, depth=2, base_filters=4, seed=5, fold=2), "float32")
+    arch = model_info(model)["arch"]
+    assert arch["fold"] == 2 and arch_alignment(arch) == 8
+    r = arch_margin(arch)
+    size = (2 * r + 40) // 8 * 8
+    x = np.zeros((1, size, size, 1), "float32")
+    run = lambda m, a: keras.ops.convert_to_numpy(m(a, training=False))[0, ..., 0]  # noqa: E731
+    base = run(model, x)
+    assert base.shape == (size, size)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):  # every phase of the 2x2 grid
+        y = x.copy()
+        y[0, size // 2 + dy, size // 2 + dx, 0] = 1000.0
+        rows, cols = np.nonzero(np.abs(run(model, y) - base) > 0)
+        reach = max(np.abs(rows - size // 2 - dy).max(), np.abs(cols - size // 2 - dx).max())
+        assert 0 < reach <= r
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    y = np.random.default_rng(0).normal(size=(1, 32, 48, 1)).astype("float32")
+    np.testing.assert_array_equal(run(again, y), run(model, y))
+    with pytest.raises(ValueError, match="use one"):
+        build_unet(1, 1, depth=2, base_filters=4, input_scale=2, fold=2)
+
+
+def test_quantizing_in_the_network_equals_the_hosts_quantizing():
+    """The predictor's uint8 output (QuantizeProbabilities, where the network runs) is exactly
+    what the stitcher's own to_uint8 makes of float probabilities, .5 edges and clipping included."""
+    from footprints.stitch import to_uint8
+    from models.unet import QuantizeProbabilities, quantized
+
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.random(5000), (np.arange(256) + 0.5) / 255, [-0.1, 0.0, 1.0, 1.2]]).astype("float32")
+    p = p.reshape(1, 1, -1, 1)
+    got = keras.ops.convert_to_numpy(QuantizeProbabilities()(p))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, to_uint8(p))
+    model = build_unet(3, 3, depth=2, base_filters=4, seed=1)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    out = np.asarray(quantized(model).predict_on_batch(x))
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, to_uint8(np.asarray(model.predict_on_batch(x))))
