@@ -153,3 +153,23 @@ def test_half_resolution_model_tiles_equal_the_whole_image(tmp_path, low_res):
     got, stats = _tiled(tmp_path, "half", img, fn, wins, align, [100.0] * 3)
     assert stats["misaligned"] == 0
     assert np.abs(got - whole).max() <= 1e-5
+
+
+def test_auto_inference_precision_keeps_a_float32_model_in_float32_on_cpus(monkeypatch):
+    """[predict] precision = auto: a float32-trained model runs in float32 on an AMX CPU (bf16
+    would move its probabilities), a bf16-trained one in bf16; on a GPU both get the GPU's policy;
+    an explicit precision is taken as asked."""
+    import models.hardware as hw
+    import models.inference as inf
+
+    monkeypatch.setattr(hw, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    for mod in (hw, inf):
+        monkeypatch.setattr(mod, "gpu_devices", lambda: [])
+    assert inf.predict_precision("auto", {"precision": "float32"}) == "float32"
+    assert inf.predict_precision("auto", {"precision": "mixed_bfloat16"}) == "mixed_bfloat16"
+    assert inf.predict_precision("auto", {}) == "mixed_bfloat16"  # a model without the record
+    assert inf.predict_precision("mixed_bfloat16", {"precision": "float32"}) == "mixed_bfloat16"
+    for mod in (hw, inf):
+        monkeypatch.setattr(mod, "gpu_devices", lambda: ["gpu:0"])
+    monkeypatch.setattr(hw, "gpu_has_bf16", lambda: True)
+    assert inf.predict_precision("auto", {"precision": "float32"}) == "mixed_bfloat16"
