@@ -40,6 +40,7 @@ class TrainParams:
     crop_size: int = 256
     samples_per_epoch: int = 200
     learning_rate: float = 5e-3
+    clipnorm: float = 1.0  # Adam's global gradient norm clip; 0: none
     loss: str = "bce+jaccard"
     warmup_loss: str = "bce"
     warmup_epochs: int = 0

@@ -57,7 +57,7 @@ def make_optimizer(params: TrainParams, total_steps: int, policy: str):
                                                 warmup_steps=warmup)
     # the global gradient norm is clipped: without batch norm a single large step late in a long
     # high-learning-rate run can still kill every ReLU (seen: IoU 0 from epoch 10 of 24 at 5e-3)
-    opt = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=1.0)
+    opt = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=params.clipnorm or None)
     if policy == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

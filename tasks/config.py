@@ -162,6 +162,7 @@ class train(luigi.Config):
     samples_per_epoch = luigi.IntParameter(default=_T.samples_per_epoch,
                                            description="crops per epoch; 0: as many as the training tiles' area holds")
     learning_rate = luigi.FloatParameter(default=_T.learning_rate)
+    clipnorm = luigi.FloatParameter(default=_T.clipnorm, description="Adam's global gradient norm is clipped to this; 0: no clipping")
     loss = luigi.Parameter(default=_T.loss, description="bce, jaccard, dice, focal or weighted sums like 0.5*bce+dice")
     warmup_loss = luigi.Parameter(default=_T.warmup_loss, description="loss of the first warmup_epochs epochs")
     warmup_epochs = luigi.IntParameter(default=_T.warmup_epochs, description="e.g. 3 with loss=jaccard: the BCE-then-soft-IoU schedule")

@@ -12,11 +12,13 @@ def test_loss_schedule_phases():
 def test_significant_parameters_are_the_model_key_ones():
     """The dict that keys model directories: every parameter but how the run executes."""
     sig = TrainParams().significant()
-    assert list(sig) == ["depth", "base_filters", "batchnorm", "epochs", "batch_size", "crop_size",
-                         "samples_per_epoch", "learning_rate", "loss", "warmup_loss", "warmup_epochs",
+    assert list(sig) == ["depth", "base_filters", "fold", "batchnorm", "epochs", "batch_size", "crop_size",
+                         "samples_per_epoch", "learning_rate", "clipnorm", "loss", "warmup_loss", "warmup_epochs",
                          "class_weights", "flips", "rotations", "brightness", "contrast", "color", "patience", "seed"]
     assert not any(TrainParams.is_significant(k) for k in ("precision", "workers", "cache_mb", "extra"))
-    assert TrainParams(workers=7, cache_mb=1, precision="float32").significant() == sig
+    assert TrainParams(workers=7, cache_mb=1, precision="auto").significant() == sig
+    # full-resolution models (fold = 1, input_scale = 1) keep the keys they had before fold existed
+    assert "fold" not in TrainParams(fold=1).significant() and "input_scale" not in sig
 
 
 def test_from_kwargs_parses_class_weights_and_ignores_other_settings():
