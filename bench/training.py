@@ -70,8 +70,8 @@ def prepare():
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--cache-mb", type=int, default=None, help="default: [train] cache_mb")
     args = ap.parse_args(argv)
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     items = prepare()
     p = train_params()
     policy = resolve_precision(p.precision)
-    crop = effective_crop(p.crop_size, [(it["height"], it["width"]) for it in items], alignment(p.depth))
+    crop = effective_crop(p.crop_size, [(it["height"], it["width"]) for it in items], alignment(p.depth, p.input_scale, p.fold))
     cache = TileCache((p.cache_mb if args.cache_mb is None else args.cache_mb) * 2 ** 20)
     mean, std = band_statistics(cache.get(it["tile"])[::4, ::4] for it in items)
     steps, b = args.steps, p.batch_size
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     mem_x, mem_y = (np.concatenate(a) for a in zip(*(ds[i] for i in range(steps))))
     model = build_model_for(3, 3, p, policy, mean, std, None, {})
     compile_model(model, make_optimizer(p, steps * 10, policy), p.loss, p.class_weights)
-    print(f"# {len(items)} tiles; unet depth {p.depth}, {p.base_filters} filters, batchnorm {p.batchnorm}, "
+    print(f"# {len(items)} tiles; unet depth {p.depth}, {p.base_filters} filters, fold {p.fold}, batchnorm {p.batchnorm}, "
           f"{policy}; {steps} steps of {b} x {crop}² crops, {workers} reader threads, "
           f"backend {os.environ.get('KERAS_BACKEND', 'tensorflow')}", flush=True)
 
