@@ -18,7 +18,7 @@ alternate the sides; the best epoch of each side is compared.
 The pipeline's own ceiling -- what it could feed a fast accelerator -- is the same ``fit`` with
 the network replaced by a single 1x1 convolution (a no-op's cost), printed as a comment line.
 
-    .venv/bin/python bench/training.py [--steps 20] [--repeat 1] [--cache-mb 1024]
+    .venv/bin/python bench/training.py [--steps 40] [--repeat 2] [--cache-mb 1024]
 """
 from __future__ import annotations
 
