@@ -63,6 +63,13 @@ def as_probability(prob: np.ndarray) -> np.ndarray:
         a = a[None]
     if a.ndim != 3:
         raise ValueError(f"probabilities must be (bands, rows, cols), got an array of shape {a.shape}")
+    return probability_values(a)
+
+
+def probability_values(a: np.ndarray) -> np.ndarray:
+    """float32 probabilities in [0, 1] from uint8 (0..255 = prob·255: the GeoTIFFs, and the
+    predictor's output) or float values, any shape."""
+    a = np.asarray(a)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / np.float32(255.0)
     if not np.issubdtype(a.dtype, np.floating):

@@ -455,7 +455,8 @@ def predict_tiles(tiles, read_fn, predict_fn, dst, batch_size: int = 4, align: i
             core = probs[j, p.core_row:p.core_row + p.core_h, p.core_col:p.core_col + p.core_w]
             for a, b, view in writer.regions(p.img_row, p.img_col, p.core_h, p.core_w):
                 if probs.dtype == np.uint8:  # round(255 p) already (quantized where the network ran)
-                    view[...] = np.moveaxis(core[a:b], -1, 0) if as_uint8 else np.moveaxis(core[a:b], -1, 0) / 255
+                    planar = np.moveaxis(core[a:b], -1, 0)
+                    view[...] = planar if as_uint8 else planar * np.float32(1 / 255)
                 elif as_uint8:
                     local.scratch = getattr(local, "scratch", None)
                     if local.scratch is None or local.scratch.size < view.size:

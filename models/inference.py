@@ -32,6 +32,7 @@ from rasterio.crs import CRS
 
 from footprints.errors import InputError
 from footprints.geo import as_affine
+from footprints.polygonize import probability_values
 from footprints.raster import SharedChunkReader, open_raster, pixel_env, read_array
 from footprints.stitch import context_windows, group_cores, output_profile, pad_to, predict_tiles
 from footprints.tiling import read_tile_index, tile_grid
@@ -245,10 +246,4 @@ def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.n
     ``align``, like the tiles). Memory grows with the image: for checks and small images."""
     h, w = image.shape[:2]
     H, W = math.ceil(h / align) * align, math.ceil(w / align) * align
-    return as_probabilities(predict_fn(pad_to(image, H, W, pad_values)[None]))[0, :h, :w]
-
-
-def as_probabilities(out) -> np.ndarray:
-    """A predictor's output as float32 probabilities (uint8 outputs are ``round(255 p)``)."""
-    out = np.asarray(out)
-    return out * np.float32(1 / 255) if out.dtype == np.uint8 else out.astype(np.float32, copy=False)
+    return probability_values(predict_fn(pad_to(image, H, W, pad_values)[None]))[0, :h, :w]
