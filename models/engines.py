@@ -65,15 +65,22 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def onnx_file(model, model_path) -> Path:
+def _network(model):
+    """The U-Net itself inside a test-time-augmented wrapper (the model where it is not one)."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if inner else model
+
+
+def onnx_file(model, model_path, tta: int = 1) -> Path:
     """The cached ONNX export of ``model`` (the float32 inference network of ``model_path``, with
-    its uint8 output)."""
+    its uint8 output, averaged over ``tta`` symmetries)."""
     model_path = Path(model_path)
     # "u8": the export of the network with its quantized output (models.unet.quantized)
-    out = model_path.with_name(f"{model_path.stem}.{_digest(model_path)}.u8.onnx")
+    suffix = "u8" if tta == 1 else f"u8.tta{tta}"
+    out = model_path.with_name(f"{model_path.stem}.{_digest(model_path)}.{suffix}.onnx")
     if not out.exists():
         bands = model.inputs[0].shape[-1]
-        side = arch_alignment(model_info(model)["arch"])
+        side = arch_alignment(model_info(_network(model))["arch"])
         model.predict_on_batch(np.zeros((1, side, side, bands), np.float32))  # export needs a called model
         with atomic_path(out) as tmp:
             model.export(str(tmp), format="onnx", verbose=False)
@@ -111,9 +118,10 @@ def _openvino_fn(path: Path):
     return fn
 
 
-def engine_fn(engine: str, model, model_path):
-    """``predict_fn(batch) -> probabilities`` of ``model`` on ``engine`` (not ``keras``)."""
-    path = onnx_file(model, model_path)
+def engine_fn(engine: str, model, model_path, tta: int = 1):
+    """``predict_fn(batch) -> probabilities`` of ``model`` (``model_path``'s network averaged over
+    ``tta`` symmetries) on ``engine`` (not ``keras``)."""
+    path = onnx_file(model, model_path, tta)
     if engine == "onnxruntime":
         return _onnxruntime_fn(path)
     if engine == "openvino":

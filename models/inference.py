@@ -39,20 +39,21 @@ from footprints.tiling import read_tile_index, tile_grid
 from models.engines import engine_fn, resolve_engine
 from models.hardware import gpu_devices, jit_setting, resolve_precision, tune_malloc
 from models.io import load_model
-from models.unet import arch_alignment, arch_margin, inference_model, model_info, quantized
+from models.unet import arch_alignment, arch_margin, inference_model, model_info, quantized, test_time_augmented
 
 log = logging.getLogger(__name__)
 
 
-def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
+def load_predictor(model_path, precision: str = "auto", engine: str = "keras", tta: int = 1):
     """(predict_fn, info) for a footprints ``.keras`` file: BatchNorm folded into the convs,
-    the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it), run by
+    the dtype policy of ``[predict] precision`` (auto: bf16 where the hardware has it), averaged
+    over ``tta`` symmetries of every window (:func:`models.unet.test_time_augmented`), run by
     ``engine`` (:mod:`models.engines`; ``info["engine"]`` says which one runs)."""
     tune_malloc()
     model = load_model(model_path)
     info = model_info(model)
     policy = predict_precision(precision, info)
-    fast = inference_model(model, policy)
+    fast = test_time_augmented(inference_model(model, policy), tta)
     net = quantized(fast)  # uint8 round(255 p) where the network runs
     if jit_setting() is False:
         fast.jit_compile = net.jit_compile = False
@@ -60,12 +61,12 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras"):
     fn = None
     if chosen != "keras":
         try:
-            fn = engine_fn(chosen, net, model_path)
+            fn = engine_fn(chosen, net, model_path, tta)
         except (ImportError, OSError, RuntimeError, ValueError, TypeError) as e:
             log.warning("%s: the %s engine cannot run this model (%s: %s); using Keras instead",
                         model_path, chosen, type(e).__name__, str(e)[:300])
             chosen = "keras"
-    info = {**info, "precision": policy, "engine": chosen}
+    info = {**info, "precision": policy, "engine": chosen, "tta": tta}
 
     def predict_fn(x):
         """uint8 ``round(255 p)`` (quantized where the network runs)."""
@@ -147,7 +148,7 @@ def plan_windows(tiles, width: int, height: int, context: int, align: int, windo
 
 def predict_image(index_path, out_path, model_path=None, mask_index_path=None, batch_size: int = 8,
                   precision: str = "auto", compress: str = "zstd", progress=None, predictor=None,
-                  context: int | str = 0, source=None, window: int = 0, engine: str = "keras") -> dict:
+                  context: int | str = 0, source=None, window: int = 0, engine: str = "keras", tta: int = 1) -> dict:
     """PredictImage's work: the tiles of ``index_path`` (TileImage's index.json) through a model
     file (or, with ``mask_index_path``, the oracle: the mask tiles) into ``out_path``.
 
@@ -167,7 +168,7 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
         align, pad, nodata = 1, 0.0, None
         tags = {"model": "oracle", "masks": str(Path(mask_index_path))}
     else:
-        predict_fn, info = predictor or load_predictor(model_path, precision, engine)
+        predict_fn, info = predictor or load_predictor(model_path, precision, engine, tta)
         check_bands(index["count"], info, tpath)
         names = info["classes"]
         align = arch_alignment(info["arch"])
@@ -176,7 +177,8 @@ def predict_image(index_path, out_path, model_path=None, mask_index_path=None, b
         def read_fn(t):
             return read_array(tpath.parent / t["path"])
 
-        tags = {"model": str(model_path), "precision": info["precision"], "engine": info["engine"]}
+        tags = {"model": str(model_path), "precision": info["precision"], "engine": info["engine"],
+                "tta": str(info.get("tta", 1))}
         if context == "auto":
             context = arch_margin(info["arch"])
             if (index.get("overlap", 0) // 2 - (align - 1) >= context and index.get("tile_size", 1) % align == 0):
@@ -215,12 +217,12 @@ def window_tiles(width: int, height: int, tile_size: int, overlap: int) -> list[
 
 def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int, context: int | str = "auto",
                  batch_size: int = 8, precision: str = "auto", compress: str = "zstd", progress=None,
-                 window: int = 0, engine: str = "keras", predictor=None) -> dict:
+                 window: int = 0, engine: str = "keras", predictor=None, tta: int = 1) -> dict:
     """Inference only: a trained model file on a GeoTIFF, windows read straight from it (the
     ``Predict`` task's work, and the prediction service's). The grid is ``tile_size``/``overlap``;
     ``context`` as in :func:`predict_image`. ``predictor``: an already loaded ``(predict_fn,
     info)`` of ``model_file`` (the service loads it once)."""
-    predict_fn, info = predictor or load_predictor(model_file, precision, engine)
+    predict_fn, info = predictor or load_predictor(model_file, precision, engine, tta)
     with open_raster(image_path) as src:
         check_bands(src.count, info, image_path)
         if src.dtypes[0] != info.get("data", {}).get("dtype", src.dtypes[0]):
@@ -238,7 +240,8 @@ def predict_file(model_file, image_path, out_path, tile_size: int, overlap: int,
         return predict_raster((tiles, read_fn), out_path, meta, predict_fn, align, info["mean"],
                               nodata, info["classes"], batch_size=batch_size, compress=compress,
                               progress=progress, tags={"model": str(model_file), "precision": info["precision"],
-                                                       "engine": info["engine"], "context": str(context)})
+                                                       "engine": info["engine"], "context": str(context),
+                                                       "tta": str(info.get("tta", 1))})
 
 
 def predict_whole(predict_fn, image: np.ndarray, align: int, pad_values) -> np.ndarray:

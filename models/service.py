@@ -77,6 +77,7 @@ class Settings:
     batch_size: int = 8
     precision: str = "auto"
     engine: str = "auto"
+    tta: int = fs.DEFAULTS["tta"]
     threshold: float = fs.DEFAULTS["threshold"]
     min_area_m2: float = fs.DEFAULTS["min_area_m2"]
     simplify_px: float = fs.DEFAULTS["simplify_px"]
@@ -96,7 +97,7 @@ class Predictor:
         self.s = settings
         self.model_file = str(settings.model_file)
         self.tuning = fs.read_tuning(self.model_file, settings.tuning)
-        self.predictor = load_predictor(self.model_file, settings.precision, settings.engine)
+        self.predictor = load_predictor(self.model_file, settings.precision, settings.engine, settings.tta)
         self.info = self.predictor[1]
         self.bands = int(self.info["arch"]["input_bands"])
         self.classes = list(self.info["classes"])
@@ -107,7 +108,7 @@ class Predictor:
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_file, "bands": self.bands, "classes": self.classes,
-                "building_types": list(self.types), "engine": self.info["engine"], "precision": self.info["precision"],
+                "building_types": list(self.types), "engine": self.info["engine"], "precision": self.info["precision"], "tta": self.s.tta,
                 "tuning": self.tuning, "thresholds": fs.polygon_params({}, self.tuning, self.defaults()),
                 "tiling": {"tile_size": self.s.tile_size, "overlap": self.s.overlap, "context": self.s.context},
                 "max_mb": self.s.max_mb}
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="[predict] batch_size")
     p.add_argument("--precision", default=d.precision, help="[predict] precision")
     p.add_argument("--engine", default=d.engine, help="[predict] engine: auto, keras, onnxruntime, openvino")
+    p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=d.tta,
+                   help="[predict] tta: probabilities averaged over this many symmetries of each window "
+                        "(the tuning beside the model was made with the DAG's setting)")
     p.add_argument("--threshold", type=float, default=d.threshold,
                    help="default probability threshold (tuning.json beside the model and ?threshold= win)")
     p.add_argument("--min-area-m2", type=float, default=d.min_area_m2,

@@ -154,6 +154,55 @@ class QuantizeProbabilities(layers.Layer):
         return keras.KerasTensor(p.shape, dtype="uint8")
 
 
+@keras.saving.register_keras_serializable(package="footprints")
+class Dihedral(layers.Layer):
+    """One of the 8 symmetries of the square on (batch, h, w, c) arrays: bit 0 flips rows, bit 1
+    flips columns, bit 2 transposes. ``inverse`` undoes it (the transpose comes first then)."""
+
+    def __init__(self, k: int, inverse: bool = False, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # moves values, never computes: no cast
+        super().__init__(**kwargs)
+        self.k, self.inverse = int(k), bool(inverse)
+
+    def call(self, x):
+        if self.inverse and self.k & 4:
+            x = ops.transpose(x, (0, 2, 1, 3))
+        if self.k & 1:
+            x = ops.flip(x, axis=1)
+        if self.k & 2:
+            x = ops.flip(x, axis=2)
+        if not self.inverse and self.k & 4:
+            x = ops.transpose(x, (0, 2, 1, 3))
+        return x
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, w, h, c) if self.k & 4 else input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k, "inverse": self.inverse}
+
+
+TTA_CHOICES = (1, 2, 4, 8)
+
+
+def test_time_augmented(model: keras.Model, n: int) -> keras.Model:
+    """``model``'s probabilities averaged over ``n`` symmetries of each window (1: ``model``
+    itself; 2: plus the left-right mirror; 4: all flips; 8: flips and transposes), each mapped
+    back before averaging. n times the compute. Every symmetry maps a window with the same
+    margin on every side and a side that is a multiple of the pooling grid onto one of the same
+    kind, so tiled predictions still equal the whole image's."""
+    if n not in TTA_CHOICES:
+        raise ValueError(f"test-time augmentation takes 1, 2, 4 or 8 symmetries, got {n}")
+    if n == 1:
+        return model
+    x = model.inputs[0]
+    ks = (0, 2, 1, 3, 4, 5, 6, 7)[:n]
+    outs = [Dihedral(k, inverse=True, name=f"tta{k}_back")(model(Dihedral(k, name=f"tta{k}")(x))) for k in ks]
+    avg = layers.Average(name="tta_mean", dtype="float32")(outs)
+    return keras.Model(model.inputs, avg, name=model.name)
+
+
 def quantized(model: keras.Model) -> keras.Model:
     """``model`` with its probabilities quantized to uint8 by :class:`QuantizeProbabilities`."""
     return keras.Model(model.inputs, QuantizeProbabilities(name="quantize")(model.outputs[0]), name=model.name)

@@ -199,6 +199,8 @@ class predict(luigi.Config):
 
     context = luigi.Parameter(default="auto", description="auto, or pixels of context around each tile core; 0: the tiles as they are")
 
+    tta = luigi.ChoiceParameter(default="1", choices=["1", "2", "4", "8"], description="test-time augmentation: each window's probabilities averaged over this many of its symmetries (2: mirrored; 4: all flips; 8: flips and transposes), n times the inference compute")
+
     window = luigi.IntParameter(default=2048, significant=False, description="with context: neighbouring tile cores are predicted together in windows of about this many pixels a side, so the context margin is a small share of the work (same output whatever the value; memory ~ window²); 0: one window per tile")
     batch_size = luigi.IntParameter(default=8, significant=False, description="inference batch, in 512² windows (a larger window counts as several; memory ~ batch x 512²)")
     precision = luigi.ChoiceParameter(

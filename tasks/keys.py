@@ -23,7 +23,8 @@ _RUN_EXCLUDED = {"paths", "evaluate", "outputs", "track", "tune"}  # [tune]: in 
 # keys of existing workspaces stay as they were
 _KEYED_WHEN_SET = {"data": {"demo_dates": 1, "series_pattern": SN7_SERIES_PATTERN, "demo_typed": False,
                              "class_field": "", "classes": "", "default_class": "",
-                             "demo_bands": 3}}
+                             "demo_bands": 3},
+                    "predict": {"tta": "1"}}
 
 
 def params_key(prefix: str, params: dict) -> str:
@@ -96,7 +97,8 @@ def prediction_key(images=None) -> str:
     (the oracle is exact with any tiling and context)."""
     if config.model().name == "oracle":
         return f"oracle-{tiling_key()}-{mask_key()}"
-    return f"{model_key(images)}-ctx{config.predict_context()}"
+    tta = config.predict().tta
+    return f"{model_key(images)}-ctx{config.predict_context()}" + ("" if tta == "1" else f"-tta{tta}")
 
 
 def run_params() -> dict:
@@ -169,10 +171,17 @@ def tune_grid() -> dict:
 
 def _tune_extras() -> dict:
     """What, besides the model and the split, decides a tuning: the grid, the tie margin, the
-    prediction context and the polygon settings Polygonize and DeduplicateBorders use."""
+    prediction context and test-time augmentation, and the polygon settings Polygonize and
+    DeduplicateBorders use."""
     pc = config.polygonize()
     return {"grid": tune_grid(), "tie": config.tune().tie, "context": str(config.predict_context()),
+            **_tta_entry(config.predict().tta),
             "polygonize": {"simplify_px": pc.simplify_px, "halo_px": pc.halo_px}, "dedup": significant(config.dedup())}
+
+
+def _tta_entry(tta: str) -> dict:
+    """``[predict] tta`` in a tuning's key: only when it is not 1 (keys from before it existed stay)."""
+    return {} if tta == "1" else {"tta": tta}
 
 
 def tune_key() -> str:
@@ -197,7 +206,7 @@ def tuning_json() -> Path:
     tn, pc, dd = _declared(config.tune), _declared(config.polygonize), _declared(config.dedup)
     defaults = {"grid": {"thresholds": parse_values(tn["thresholds"], ""),
                          "min_areas_m2": parse_values(tn["min_areas_m2"], "")},
-                "tie": tn["tie"], "context": "auto",
+                "tie": tn["tie"], "context": "auto", **_tta_entry(_declared(config.predict)["tta"]),
                 "polygonize": {"simplify_px": pc["simplify_px"], "halo_px": pc["halo_px"]}, "dedup": dd}
     name = "tuning" if json.dumps(extras, sort_keys=True) == json.dumps(defaults, sort_keys=True) \
         else params_key("tuning", extras)

@@ -74,7 +74,7 @@ class PredictImage(luigi.Task):
                                   mask_index_path=inputs["masks"].path if "masks" in inputs else None,
                                   batch_size=cfg.batch_size, precision=cfg.precision, compress=cfg.compress,
                                   progress=_progress(self, self.image), context=config.predict_context(),
-                                  window=cfg.window, engine=cfg.engine)
+                                  window=cfg.window, engine=cfg.engine, tta=int(cfg.tta))
         self.set_status_message(f"{stats['tiles']} tiles in {stats['seconds']:.1f} s "
                                 f"({stats['tiles'] / max(stats['seconds'], 1e-9):.2f} tiles/s)")
 
@@ -117,8 +117,9 @@ class Predict(luigi.Task):
         if self.output_path:
             return luigi.LocalTarget(self.output_path)
         ts, ov = self.grid()
+        tta = config.predict().tta
         key = params_key("file", {"model": str(Path(self.model_file).resolve()), "tile_size": ts, "overlap": ov,
-                                  "context": str(config.predict_context())})
+                                  "context": str(config.predict_context()), **({} if tta == "1" else {"tta": tta})})
         return luigi.LocalTarget(str(config.workdir() / "predictions" / key / f"{Path(self.image_path).stem}.tif"))
 
     def run(self):
@@ -130,4 +131,4 @@ class Predict(luigi.Task):
             predict_file(self.model_file, self.image_path, tmp, ts, ov, context=config.predict_context(),
                          batch_size=cfg.batch_size, precision=cfg.precision, compress=cfg.compress,
                          progress=_progress(self, Path(self.image_path).name), window=cfg.window,
-                         engine=cfg.engine)
+                         engine=cfg.engine, tta=int(cfg.tta))

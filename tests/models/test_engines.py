@@ -51,7 +51,7 @@ def test_engines_agree_with_keras(model_file, engine):
 
 
 def test_an_engine_that_cannot_load_falls_back_to_keras(model_file, monkeypatch, caplog):
-    def broken(engine, model, path):
+    def broken(engine, model, path, tta=1):
         raise RuntimeError("unsupported operator Foo")
 
     monkeypatch.setattr("models.inference.engine_fn", broken)
@@ -60,3 +60,20 @@ def test_an_engine_that_cannot_load_falls_back_to_keras(model_file, monkeypatch,
     assert info["engine"] == "keras"
     assert "onnxruntime engine cannot run this model" in caplog.text and "unsupported operator Foo" in caplog.text
     assert fn(_x()).shape == (2, 64, 96, 3)
+
+
+def test_test_time_augmentation_runs_on_onnxruntime_from_its_own_export(model_file):
+    """[predict] tta = 8 through ONNX Runtime: the same uint8 outputs as Keras' own 8-way average,
+    exported to a file of its own beside the plain export (neither reuses the other)."""
+    if "onnxruntime" not in engines.available_engines():
+        pytest.fail("onnxruntime is not installed; scripts/setup.sh installs it")
+    x = _x()
+    plain, _ = load_predictor(model_file, "float32", engine="onnxruntime")
+    ref_fn, _ = load_predictor(model_file, "float32", engine="keras", tta=8)
+    fn, info = load_predictor(model_file, "float32", engine="onnxruntime", tta=8)
+    assert info["engine"] == "onnxruntime" and info["tta"] == 8
+    got, ref = fn(x), ref_fn(x)
+    diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert np.abs(got.astype(np.int16) - plain(x).astype(np.int16)).max() > 1  # it is another network
+    assert sorted(p.name.split(".")[-2] for p in model_file.parent.glob("model.*.onnx")) == ["tta8", "u8"]

@@ -386,7 +386,7 @@ def test_the_services_defaults_are_the_dags():
            "threshold": config.polygonize.threshold, "min_area_m2": config.polygonize.min_area_m2,
            "simplify_px": config.polygonize.simplify_px, "halo_px": config.polygonize.halo_px,
            "merge_overlap": config.dedup.merge_overlap, "min_shared_px": config.dedup.min_shared_px}
-    dag = {k: p._default for k, p in dag.items()}
+    dag = {k: p._default for k, p in dag.items()} | {"tta": int(config.predict.tta._default)}
     for k in ("threshold", "min_area_m2"):
         if dag[k] == "auto":  # TuneThreshold's value (tuning.json, which the service reads), else untuned
             from footprints.tuning import UNTUNED
@@ -394,6 +394,7 @@ def test_the_services_defaults_are_the_dags():
     assert fs.DEFAULTS == {k: float(v) if k in ("threshold", "min_area_m2") else v for k, v in dag.items()}
     assert Settings(model_file="m").window == config.predict.window._default
     assert Settings(model_file="m").context == config.predict.context._default
+    assert Settings(model_file="m").tta == int(config.predict.tta._default) == fs.DEFAULTS["tta"]
 
 
 # ---------------------------------------------------------------- GET /buildings, the map page

@@ -194,3 +194,40 @@ def test_quantizing_in_the_network_equals_the_hosts_quantizing():
     out = np.asarray(quantized(model).predict_on_batch(x))
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, to_uint8(np.asarray(model.predict_on_batch(x))))
+
+
+def test_the_eight_symmetries_are_distinct_and_undone_by_their_inverses():
+    from models.unet import Dihedral
+
+    x = np.arange(2 * 4 * 6 * 3, dtype="float32").reshape(2, 4, 6, 3)
+    seen = []
+    for k in range(8):
+        y = keras.ops.convert_to_numpy(Dihedral(k)(x))
+        assert y.shape == ((2, 6, 4, 3) if k & 4 else x.shape)
+        assert not any(y.shape == s.shape and np.array_equal(y, s) for s in seen)
+        seen.append(y)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(Dihedral(k, inverse=True)(y)), x)
+    np.testing.assert_array_equal(seen[3][0, ..., 0], x[0, ::-1, ::-1, 0])
+    np.testing.assert_array_equal(seen[4][0, ..., 0], x[0, ..., 0].T)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_test_time_augmentation_is_the_mean_over_mapped_back_symmetries(n):
+    """test_time_augmented(model, n): each symmetry's prediction mapped back, then averaged, as
+    computed here by hand with numpy; 1 is the model itself, anything else is refused."""
+    from models.unet import test_time_augmented
+
+    model = build_unet(3, 3, depth=2, base_filters=4, seed=4, batchnorm=False)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 48, 3)).astype("float32")
+    run = lambda a: np.asarray(model.predict_on_batch(np.ascontiguousarray(a)))  # noqa: E731
+    views = [lambda a: a, lambda a: a[:, :, ::-1], lambda a: a[:, ::-1], lambda a: a[:, ::-1, ::-1]]
+    ks = [0, 1, 2, 3][: min(n, 4)]
+    expect = [views[k](run(views[k](x))) for k in ks]
+    if n == 8:
+        t = lambda a: a.transpose(0, 2, 1, 3)  # noqa: E731
+        expect += [views[k](t(run(t(views[k](x))))) for k in range(4)]
+    got = np.asarray(test_time_augmented(model, n).predict_on_batch(x))
+    np.testing.assert_allclose(got, np.mean(expect, axis=0), atol=1e-6)
+    assert test_time_augmented(model, 1) is model
+    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
+        test_time_augmented(model, 3)

@@ -32,6 +32,19 @@ def test_auto_keys_the_run_by_the_tuning_not_by_values(workdir, luigi_config):
     assert "tuning" not in Polygonize(image="demo_00").requires()
 
 
+def test_test_time_augmentation_keys_predictions_tuning_and_run(workdir, luigi_config):
+    """[predict] tta changes the probabilities: its predictions, its tuning file and its run
+    are its own, so a tuning of plain predictions is never reused for averaged ones."""
+    _small_demo(luigi_config)
+    luigi_config("model", "name", "unet")
+    plain = (keys.prediction_key(), keys.tune_key(), keys.tuning_json(), keys.run_key())
+    luigi_config("predict", "tta", "8")
+    tta = (keys.prediction_key(), keys.tune_key(), keys.tuning_json(), keys.run_key())
+    assert tta[0] == plain[0] + "-tta8"
+    assert all(a != b for a, b in zip(plain, tta))
+    assert tta[2].parent == plain[2].parent  # beside the same model
+
+
 def test_one_fixed_value_tunes_the_other(workdir, luigi_config):
     _small_demo(luigi_config)
     assert keys.tuning_json().name == "tuning.json"  # the defaults: beside the model, as `footprints serve` reads it
