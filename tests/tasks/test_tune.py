@@ -37,12 +37,17 @@ def test_test_time_augmentation_keys_predictions_tuning_and_run(workdir, luigi_c
     are its own, so a tuning of plain predictions is never reused for averaged ones."""
     _small_demo(luigi_config)
     luigi_config("model", "name", "unet")
+    default = keys.tuning_json()
+    assert default.name == "tuning.json"  # the default tta 8: where `footprints serve` reads it
+    luigi_config("predict", "tta", "1")
     plain = (keys.prediction_key(), keys.tune_key(), keys.tuning_json(), keys.run_key())
-    luigi_config("predict", "tta", "8")
-    tta = (keys.prediction_key(), keys.tune_key(), keys.tuning_json(), keys.run_key())
-    assert tta[0] == plain[0] + "-tta8"
-    assert all(a != b for a, b in zip(plain, tta))
-    assert tta[2].parent == plain[2].parent  # beside the same model
+    assert plain[0].endswith("-ctxauto") and plain[2].name.startswith("tuning-")
+    for n in ("2", "8"):
+        luigi_config("predict", "tta", n)
+        tta = (keys.prediction_key(), keys.tune_key(), keys.tuning_json(), keys.run_key())
+        assert tta[0] == plain[0] + f"-tta{n}"
+        assert all(a != b for a, b in zip(plain, tta))
+        assert tta[2].parent == plain[2].parent  # beside the same model
 
 
 def test_one_fixed_value_tunes_the_other(workdir, luigi_config):
