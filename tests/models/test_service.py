@@ -159,7 +159,7 @@ def dag_geojson(conn, scene, tmp, run, threshold=THRESHOLD, min_area=MIN_AREA, m
     building types, the model's class channels, as [data] classes)."""
     prob = tmp / f"{run}_prob.tif"
     predict_file(model or scene["model"], scene["image"], prob, TILE, OVERLAP, context="auto", engine="keras",
-                 precision="float32")
+                 precision="float32", tta=fs.DEFAULTS["tta"])
     with rasterio.open(prob) as src:
         tiles = [asdict(t) for t in tile_grid(src.width, src.height, TILE, OVERLAP)]
         polygonize_image(conn, src, tiles, run, IMAGE, halo_px=fs.DEFAULTS["halo_px"], threshold=threshold,
@@ -187,7 +187,7 @@ def test_health_reports_the_model(server):
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert h["status"] == "ok" and h["model"].endswith("model.keras")
     assert h["bands"] == 3 and h["classes"] == ["footprint", "boundary", "contact"]
-    assert h["engine"] == "keras" and h["precision"] == "float32"
+    assert h["engine"] == "keras" and h["precision"] == "float32" and h["tta"] == fs.DEFAULTS["tta"] == 8
     assert h["thresholds"] == {"threshold": 0.5, "min_area_m2": 5.0} and h["tuning"] == {}
 
 
