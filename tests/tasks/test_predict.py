@@ -82,7 +82,7 @@ def test_real_uint16_chip_trains_and_predicts_end_to_end(pg, workdir, luigi_conf
     assert summary["iou"] is not None  # one image: no validation split, selection on training IoU
     src_path = fixtures_dir / "imagery" / "sample_geotiff.tif"
     out = Path(task.output().path)
-    assert out.parent.name == f"{run.name}-ctxauto"
+    assert out.parent.name == f"{run.name}-ctxauto-tta8"  # the default context and test-time augmentation
     with rasterio.open(out) as p, rasterio.open(src_path) as s:
         assert (p.width, p.height, p.crs, p.transform) == (s.width, s.height, s.crs, s.transform)
         assert p.count == 1 and p.dtypes[0] == "uint8" and p.profile["tiled"]
