@@ -108,7 +108,8 @@ class Predictor:
 
     def health(self) -> dict:
         return {"status": "ok", "model": self.model_file, "bands": self.bands, "classes": self.classes,
-                "building_types": list(self.types), "engine": self.info["engine"], "precision": self.info["precision"], "tta": self.s.tta,
+                "building_types": list(self.types), "engine": self.info["engine"], "precision": self.info["precision"],
+                "tta": self.s.tta,
                 "tuning": self.tuning, "thresholds": fs.polygon_params({}, self.tuning, self.defaults()),
                 "tiling": {"tile_size": self.s.tile_size, "overlap": self.s.overlap, "context": self.s.context},
                 "max_mb": self.s.max_mb}
