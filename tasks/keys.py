@@ -175,12 +175,13 @@ def _tune_extras() -> dict:
     DeduplicateBorders use."""
     pc = config.polygonize()
     return {"grid": tune_grid(), "tie": config.tune().tie, "context": str(config.predict_context()),
-            **_tta_entry(config.predict().tta),
+            **tta_entry(config.predict().tta),
             "polygonize": {"simplify_px": pc.simplify_px, "halo_px": pc.halo_px}, "dedup": significant(config.dedup())}
 
 
-def _tta_entry(tta: str) -> dict:
-    """``[predict] tta`` in a tuning's key: only when it is not 1 (keys from before it existed stay)."""
+def tta_entry(tta: str) -> dict:
+    """``[predict] tta`` in a key (a tuning's, a Predict's): only when it is not 1, so keys from
+    before it existed stay."""
     return {} if tta == "1" else {"tta": tta}
 
 
@@ -206,7 +207,7 @@ def tuning_json() -> Path:
     tn, pc, dd = _declared(config.tune), _declared(config.polygonize), _declared(config.dedup)
     defaults = {"grid": {"thresholds": parse_values(tn["thresholds"], ""),
                          "min_areas_m2": parse_values(tn["min_areas_m2"], "")},
-                "tie": tn["tie"], "context": "auto", **_tta_entry(_declared(config.predict)["tta"]),
+                "tie": tn["tie"], "context": "auto", **tta_entry(_declared(config.predict)["tta"]),
                 "polygonize": {"simplify_px": pc["simplify_px"], "halo_px": pc["halo_px"]}, "dedup": dd}
     name = "tuning" if json.dumps(extras, sort_keys=True) == json.dumps(defaults, sort_keys=True) \
         else params_key("tuning", extras)

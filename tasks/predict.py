@@ -23,7 +23,7 @@ from pathlib import Path
 import luigi
 
 from tasks import config
-from tasks.keys import params_key, prediction_key
+from tasks.keys import params_key, prediction_key, tta_entry
 from tasks.masks import MakeMasks
 from tasks.resources import gpu_resources
 from tasks.sources import ImageFile
@@ -117,9 +117,8 @@ class Predict(luigi.Task):
         if self.output_path:
             return luigi.LocalTarget(self.output_path)
         ts, ov = self.grid()
-        tta = config.predict().tta
         key = params_key("file", {"model": str(Path(self.model_file).resolve()), "tile_size": ts, "overlap": ov,
-                                  "context": str(config.predict_context()), **({} if tta == "1" else {"tta": tta})})
+                                  "context": str(config.predict_context()), **tta_entry(config.predict().tta)})
         return luigi.LocalTarget(str(config.workdir() / "predictions" / key / f"{Path(self.image_path).stem}.tif"))
 
     def run(self):

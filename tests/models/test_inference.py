@@ -134,49 +134,49 @@ def test_grouped_context_windows_are_exact_and_fewer(w, h, tile, overlap, window
     assert np.abs(got - whole).max() <= 1e-5
 
 
-@pytest.mark.parametrize("low_res", [{"input_scale": 2}, {"fold": 2}])
-def test_half_resolution_model_tiles_equal_the_whole_image(tmp_path, low_res):
-    """[train] input_scale = 2 or fold = 2: context windows from arch_margin/arch_alignment stay exact."""
+def _assert_context_windows_equal_the_whole_image(tmp_path, name, base, net, seed):
+    """``net`` (``base`` or a wrapper of it) on context windows planned from ``base``'s
+    arch_margin/arch_alignment, stitched: equal to the whole-image prediction. Returns the
+    image and that prediction."""
     from models.inference import plan_windows
     from models.unet import arch_alignment, arch_margin, model_info
 
-    net = models.inference_model(models.build_unet(3, 3, depth=2, base_filters=4, seed=2, **low_res,
-                                                   mean=[100] * 3, std=[30] * 3), "float32")
-    net.jit_compile = False
-    fn = lambda x: np.asarray(net.predict_on_batch(x))  # noqa: E731
-    arch = model_info(net)["arch"]
-    align, margin = arch_alignment(arch), arch_margin(arch)
-    h, w = 150, 170
-    img = _scene(h, w, seed=9)
-    whole = predict_whole(fn, img, align, [100.0] * 3)
-    wins, _ = plan_windows(window_tiles(w, h, 64, 8), w, h, margin, align, 96, 8)
-    got, stats = _tiled(tmp_path, "half", img, fn, wins, align, [100.0] * 3)
-    assert stats["misaligned"] == 0
-    assert np.abs(got - whole).max() <= 1e-5
-
-
-def test_test_time_augmented_tiles_equal_the_whole_image(tmp_path):
-    """[predict] tta = 8 on a folded model: every symmetry maps a context window onto one with
-    the same margins and grid, so the stitched mosaic is still the whole image's prediction."""
-    from models.inference import plan_windows
-    from models.unet import arch_alignment, arch_margin, model_info, test_time_augmented
-
-    base = models.inference_model(models.build_unet(3, 3, depth=2, base_filters=4, seed=2, fold=2,
-                                                    mean=[100] * 3, std=[30] * 3), "float32")
-    net = test_time_augmented(base, 8)
     net.jit_compile = False
     fn = lambda x: np.asarray(net.predict_on_batch(x))  # noqa: E731
     arch = model_info(base)["arch"]
     align, margin = arch_alignment(arch), arch_margin(arch)
     h, w = 150, 170
-    img = _scene(h, w, seed=11)
+    img = _scene(h, w, seed=seed)
     whole = predict_whole(fn, img, align, [100.0] * 3)
-    plain = predict_whole(lambda x: np.asarray(base.predict_on_batch(x)), img, align, [100.0] * 3)
-    assert np.abs(whole - plain).max() > 1e-3  # the average is not the plain prediction
     wins, _ = plan_windows(window_tiles(w, h, 64, 8), w, h, margin, align, 96, 8)
-    got, stats = _tiled(tmp_path, "tta", img, fn, wins, align, [100.0] * 3)
+    got, stats = _tiled(tmp_path, name, img, fn, wins, align, [100.0] * 3)
     assert stats["misaligned"] == 0
     assert np.abs(got - whole).max() <= 1e-5
+    return img, whole, align
+
+
+def _small_unet(**kw):
+    return models.inference_model(models.build_unet(3, 3, depth=2, base_filters=4, seed=2, **kw,
+                                                    mean=[100] * 3, std=[30] * 3), "float32")
+
+
+@pytest.mark.parametrize("low_res", [{"input_scale": 2}, {"fold": 2}])
+def test_half_resolution_model_tiles_equal_the_whole_image(tmp_path, low_res):
+    """[train] input_scale = 2 or fold = 2: context windows from arch_margin/arch_alignment stay exact."""
+    net = _small_unet(**low_res)
+    _assert_context_windows_equal_the_whole_image(tmp_path, "half", net, net, seed=9)
+
+
+def test_test_time_augmented_tiles_equal_the_whole_image(tmp_path):
+    """[predict] tta = 8 on a folded model: every symmetry maps a context window onto one with
+    the same margins and grid, so the stitched mosaic is still the whole image's prediction."""
+    from models.unet import test_time_augmented
+
+    base = _small_unet(fold=2)
+    img, whole, align = _assert_context_windows_equal_the_whole_image(
+        tmp_path, "tta", base, test_time_augmented(base, 8), seed=11)
+    plain = predict_whole(lambda x: np.asarray(base.predict_on_batch(x)), img, align, [100.0] * 3)
+    assert np.abs(whole - plain).max() > 1e-3  # the average is not the plain prediction
 
 
 def test_auto_inference_precision_keeps_a_float32_model_in_float32_on_cpus(monkeypatch):
