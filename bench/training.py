@@ -5,9 +5,10 @@ Input (generated once, cached under bench/_out/training/): the 2048² scene of b
 cut into TileImage's 512 px tiles (overlap 64), and a 3-band 0/255 mask tile for each (the
 scene's rectangles), like MakeMasks writes.
 
-- **Pipeline**: ``models.data.TileDataset`` (a ``keras.utils.PyDataset``: worker threads read
-  the GeoTIFF tiles, cut random crops, augment them with flips/rot90/brightness/contrast; LRU
-  cache of decoded tiles) into ``model.fit`` -- exactly what ``train_model`` does.
+- **Pipeline**: ``models.data.TileDataset`` (worker threads read the GeoTIFF tiles, cut random
+  crops, augment them with flips/rot90/brightness/contrast; LRU cache of decoded tiles) into
+  ``model.fit`` through ``models.training.fit_inputs`` (on TensorFlow the endless, non-autotuned
+  tf.data pipeline) -- exactly what ``train_model`` does.
 - **Peer**: ``model.fit`` on NumPy arrays holding the same number of crops, preloaded.
 
 Same model (``[train]`` defaults: U-Net, filters, batch norm, precision), same crop and batch
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     from models import alignment
     from models.data import Augment, TileCache, TileDataset, band_statistics, effective_crop
     from models.hardware import data_workers, resolve_precision, tune_malloc
-    from models.training import build_model_for, compile_model, make_optimizer
+    from models.training import build_model_for, compile_model, fit_inputs, make_optimizer
     from tasks.config import train_params
 
     tune_malloc()  # as train_model does, so both sides of the comparison run with the same allocator
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     t_pipe, t_mem = [], []
     for _ in range(args.repeat):
         timer = EpochTimer()
-        model.fit(ds, epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+        model.fit(fit_inputs(ds, None)[0], epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[timer])
         t_pipe += timer.times[1:]
         timer = EpochTimer()
         model.fit(mem_x, mem_y, batch_size=b, epochs=3, steps_per_epoch=steps, shuffle=False, verbose=0,
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     noop = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(3, 1, activation="sigmoid")])
     noop.compile(optimizer="sgd", loss="binary_crossentropy")
     timer = EpochTimer()
-    noop.fit(ds, epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+    noop.fit(fit_inputs(ds, None)[0], epochs=3, steps_per_epoch=steps, verbose=0, callbacks=[timer])
     ceiling = steps / min(timer.times[1:])
     sp, sm = steps / min(t_pipe), steps / min(t_mem)
     print(f"# tile pipeline ceiling (network replaced by a 1x1 conv): {ceiling:.1f} steps/s, "

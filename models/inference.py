@@ -53,7 +53,8 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras", t
     model = load_model(model_path)
     info = model_info(model)
     policy = predict_precision(precision, info)
-    fast = test_time_augmented(inference_model(model, policy), tta)
+    base = inference_model(model, policy)
+    fast = test_time_augmented(base, tta)
     net = quantized(fast)  # uint8 round(255 p) where the network runs
     if jit_setting() is False:
         fast.jit_compile = net.jit_compile = False
@@ -61,7 +62,7 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras", t
     fn = None
     if chosen != "keras":
         try:
-            fn = engine_fn(chosen, net, model_path, tta)
+            fn = engine_fn(chosen, base, model_path, tta)
         except (ImportError, OSError, RuntimeError, ValueError, TypeError) as e:
             log.warning("%s: the %s engine cannot run this model (%s: %s); using Keras instead",
                         model_path, chosen, type(e).__name__, str(e)[:300])

@@ -26,7 +26,7 @@ import keras
 
 from footprints.atomic import TMP_MARK, write_json
 from models.callbacks import EpochCheckpoint, restore_optimizer, tensorboard_callback
-from models.data import Augment, TileCache, TileDataset, band_statistics, dtype_range, effective_crop, inspect_items
+from models.data import Augment, TileCache, TileDataset, band_statistics, dtype_range, effective_crop, inspect_items, tf_input
 from models.hardware import data_workers, jit_setting, resolve_precision, setup_distribution, tune_malloc
 from models.io import save_model_atomic
 from models.losses import make_loss
@@ -34,7 +34,7 @@ from models.metrics import PixelF1, PixelIoU
 from models.params import TrainParams
 from models.unet import alignment, build_unet, building_types
 
-__all__ = ["TrainParams", "build_model_for", "compile_model", "make_optimizer", "train_model"]
+__all__ = ["TrainParams", "build_model_for", "compile_model", "fit_inputs", "make_optimizer", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,15 @@ def compile_model(model, optimizer, loss_spec: str, class_weights=None, n_types:
     model.compile(optimizer=optimizer, loss=make_loss(loss_spec, class_weights),
                   metrics=[PixelIoU(name="iou", union=union), PixelF1(name="f1", union=union)],
                   jit_compile=jit_setting())
+
+
+def fit_inputs(train_ds, val_ds):
+    """What ``fit`` reads: on the TensorFlow backend the endless, non-autotuned ``tf.data``
+    pipelines of :func:`models.data.tf_input` (no stall between epochs); on the others the
+    PyDatasets themselves (their adapters do not go through tf.data)."""
+    if keras.backend.backend() != "tensorflow":
+        return train_ds, val_ds
+    return tf_input(train_ds), (tf_input(val_ds) if val_ds is not None else None)
 
 
 def _remove_stale_temporaries(*dirs: Path) -> None:
@@ -168,8 +177,10 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
         if not restored:
             restore_optimizer(model.optimizer, model, ckpt / state["last_optimizer"])
             restored = True
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=max(start, first), epochs=end,
-                  steps_per_epoch=steps, callbacks=cbs, verbose=verbose)
+        train_in, val_in = fit_inputs(train_ds, val_ds)
+        model.fit(train_in, validation_data=val_in, initial_epoch=max(start, first), epochs=end,
+                  steps_per_epoch=steps, validation_steps=len(val_ds) if val_ds is not None else None,
+                  callbacks=cbs, verbose=verbose, shuffle=False)
         train_ds.epoch = end  # whatever Keras did with the hooks, the next phase starts at `end`
         stopped = ckpt_cb.stopped or state.get("stopped_early", False)
         if state["epoch"] < end and not stopped:

@@ -184,6 +184,21 @@ class Dihedral(layers.Layer):
 
 
 TTA_CHOICES = (1, 2, 4, 8)
+# the symmetries of n-way test-time augmentation are the first n of these (k as in Dihedral)
+TTA_ORDER = (0, 2, 1, 3, 4, 5, 6, 7)
+
+
+def dihedral(x, k: int, inverse: bool = False):
+    """:class:`Dihedral` on a numpy (batch, h, w, c) array (a view: nothing is copied)."""
+    if inverse and k & 4:
+        x = x.transpose(0, 2, 1, 3)
+    if k & 1:
+        x = x[:, ::-1]
+    if k & 2:
+        x = x[:, :, ::-1]
+    if not inverse and k & 4:
+        x = x.transpose(0, 2, 1, 3)
+    return x
 
 
 def test_time_augmented(model: keras.Model, n: int) -> keras.Model:
@@ -197,7 +212,7 @@ def test_time_augmented(model: keras.Model, n: int) -> keras.Model:
     if n == 1:
         return model
     x = model.inputs[0]
-    ks = (0, 2, 1, 3, 4, 5, 6, 7)[:n]
+    ks = TTA_ORDER[:n]
     outs = [Dihedral(k, inverse=True, name=f"tta{k}_back")(model(Dihedral(k, name=f"tta{k}")(x))) for k in ks]
     avg = layers.Average(name="tta_mean", dtype="float32")(outs)
     return keras.Model(model.inputs, avg, name=model.name)

@@ -101,6 +101,33 @@ def test_validation_batches_are_centre_crops_in_order(tmp_path, make_items):
     assert ds[1][0].shape[0] == 1
 
 
+def test_endless_batches_run_epoch_after_epoch_in_order(tmp_path, make_items):
+    """What fit reads on the TensorFlow backend: each epoch's batches in order, the next epoch's
+    crops after them (from the dataset's starting epoch: a resumed run goes on where it
+    stopped), read ahead by worker threads; the validation set repeats itself."""
+    from models.data import endless_batches, tf_input
+
+    items = make_items(tmp_path, n=3, size=48)
+    for it in items:
+        it.update(width=48, height=48)
+    ds = TileDataset(items, batch_size=2, crop=32, training=True, seed=5, samples_per_epoch=6,
+                     augment=Augment(), initial_epoch=2, workers=2, max_queue_size=3)
+    got = [b for _, b in zip(range(7), endless_batches(ds))]
+    want = [ds.batch(i, e) for e, i in [(2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (4, 0)]]
+    for (gx, gy), (wx, wy) in zip(got, want):
+        np.testing.assert_array_equal(gx, wx)
+        np.testing.assert_array_equal(gy, wy)
+    assert not np.array_equal(got[0][0], got[3][0])  # epoch 3 drew other crops
+    assert ds.epoch == 2  # reading ahead leaves the dataset's own epoch alone
+    val = TileDataset(items, batch_size=2, crop=32, training=False)
+    shapes = [x.shape[0] for _, (x, _) in zip(range(5), endless_batches(val))]
+    assert shapes == [2, 1, 2, 1, 2]
+    # the tf.data pipeline yields the same arrays
+    for (tx, ty), (wx, wy) in zip(tf_input(ds).take(4).as_numpy_iterator(), want):
+        np.testing.assert_array_equal(tx, wx)
+        np.testing.assert_array_equal(ty, wy)
+
+
 def test_inspect_items_names_bad_files(tmp_path, make_items):
     items = make_items(tmp_path / "a", n=2, size=32)
     odd = make_items(tmp_path / "b", n=1, size=32, bands=1)

@@ -62,9 +62,9 @@ def test_an_engine_that_cannot_load_falls_back_to_keras(model_file, monkeypatch,
     assert fn(_x()).shape == (2, 64, 96, 3)
 
 
-def test_test_time_augmentation_runs_on_onnxruntime_from_its_own_export(model_file):
-    """[predict] tta = 8 through ONNX Runtime: the same uint8 outputs as Keras' own 8-way average,
-    exported to a file of its own beside the plain export (neither reuses the other)."""
+def test_test_time_augmentation_runs_on_onnxruntime_around_the_one_export(model_file):
+    """[predict] tta = 8 through ONNX Runtime: the same uint8 outputs as Keras' own in-graph
+    8-way average, computed around the plain network's export (one file serves every tta)."""
     if "onnxruntime" not in engines.available_engines():
         pytest.fail("onnxruntime is not installed; scripts/setup.sh installs it")
     x = _x()
@@ -76,4 +76,4 @@ def test_test_time_augmentation_runs_on_onnxruntime_from_its_own_export(model_fi
     diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01
     assert np.abs(got.astype(np.int16) - plain(x).astype(np.int16)).max() > 1  # it is another network
-    assert sorted(p.name.split(".")[-2] for p in model_file.parent.glob("model.*.onnx")) == ["tta8", "u8"]
+    assert len(list(model_file.parent.glob("model.*.onnx"))) == 1

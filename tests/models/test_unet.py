@@ -209,6 +209,11 @@ def test_the_eight_symmetries_are_distinct_and_undone_by_their_inverses():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(Dihedral(k, inverse=True)(y)), x)
     np.testing.assert_array_equal(seen[3][0, ..., 0], x[0, ::-1, ::-1, 0])
     np.testing.assert_array_equal(seen[4][0, ..., 0], x[0, ..., 0].T)
+    # the numpy twin that the ONNX engines use around their session moves values the same way
+    from models.unet import dihedral
+    for k in range(8):
+        np.testing.assert_array_equal(dihedral(x, k), seen[k])
+        np.testing.assert_array_equal(dihedral(seen[k], k, inverse=True), x)
 
 
 @pytest.mark.parametrize("n", [2, 4, 8])
