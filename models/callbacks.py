@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from footprints.atomic import atomic_path, write_json
+from models.hardware import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,18 @@ def plot_history(path: Path, history: list[dict], best_epoch: int | None = None)
             fig.savefig(tmp, dpi=90, format="png")
     finally:
         plt.close(fig)
+
+
+class KeepMallocTuned(keras.callbacks.Callback):
+    """Applies :func:`models.hardware.tune_malloc` again after the first training step and at
+    every epoch, since TensorFlow resets glibc's trim threshold itself once its kernels run."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            tune_malloc()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        tune_malloc()
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

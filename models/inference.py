@@ -69,9 +69,15 @@ def load_predictor(model_path, precision: str = "auto", engine: str = "keras", t
             chosen = "keras"
     info = {**info, "precision": policy, "engine": chosen, "tta": tta}
 
+    first = [True]
+
     def predict_fn(x):
         """uint8 ``round(255 p)`` (quantized where the network runs)."""
-        return np.asarray(fn(x) if fn is not None else net.predict_on_batch(x))
+        out = np.asarray(fn(x) if fn is not None else net.predict_on_batch(x))
+        if first[0]:  # TensorFlow resets glibc's trim threshold once its kernels run
+            first[0] = False
+            tune_malloc()
+        return out
 
     predict_fn.model = fast
     return predict_fn, info

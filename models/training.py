@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 
 from footprints.atomic import TMP_MARK, write_json
-from models.callbacks import EpochCheckpoint, restore_optimizer, tensorboard_callback
+from models.callbacks import EpochCheckpoint, KeepMallocTuned, restore_optimizer, tensorboard_callback
 from models.data import Augment, TileCache, TileDataset, band_statistics, dtype_range, effective_crop, inspect_items, tf_input
 from models.hardware import data_workers, jit_setting, resolve_precision, setup_distribution, tune_malloc
 from models.io import save_model_atomic
@@ -161,7 +161,7 @@ def train_model(train_items, val_items, run_dir, params: TrainParams, callbacks=
         model.load_weights(ckpt / state["last_weights"])
         log.info("resuming %s after epoch %d", run_dir, start)
     ckpt_cb = EpochCheckpoint(run_dir, state, monitor, params.patience, params.warmup_epochs, status)
-    cbs = [ckpt_cb]
+    cbs = [ckpt_cb, KeepMallocTuned()]
     tb = tensorboard_callback(run_dir / "logs")
     if tb is not None:
         cbs.append(tb)
