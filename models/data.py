@@ -326,9 +326,9 @@ def mask_channels(mask_path, bands: int) -> list[str] | None:
 
 
 def endless_batches(ds: TileDataset):
-    """``ds``'s batches, epoch after epoch, without end: epoch ``e``'s are ``ds[0..len-1]`` read
-    with ``ds.epoch = e``, from ``ds.epoch`` on (a resumed run continues where it stopped; the
-    validation set, ``training=False``, repeats itself). ``ds.workers`` threads read ahead, at
+    """``ds``'s batches, epoch after epoch, without end: epoch ``e``'s are ``ds.batch(i, e)`` for
+    ``i`` in ``0..len-1``, from ``ds.epoch`` on, which is left as it is (a resumed run continues
+    where it stopped; the validation set, ``training=False``, repeats itself). ``ds.workers`` threads read ahead, at
     most ``ds.max_queue_size`` batches, and batches come out in order (as Keras' enqueuer)."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
